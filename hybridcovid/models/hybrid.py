@@ -1,0 +1,64 @@
+"""Classifier head over one or more backbones: the paper's single and hybrid models."""
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hybridcovid.models.efficientnet import EfficientNetB0
+from hybridcovid.models.resnet import ResNet50
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    'resnet50': ResNet50,
+    'efficientnetb0': EfficientNetB0,
+}
+
+
+def create_backbone(arch: str, **kwargs: Any) -> nn.Module:
+  """Returns the backbone module `arch` ('resnet50' or 'efficientnetb0')."""
+  if arch not in BACKBONES:
+    raise ValueError(
+        f'Unknown backbone {arch!r}; choose from {sorted(BACKBONES)}.')
+  return BACKBONES[arch](**kwargs)
+
+
+class HybridClassifier(nn.Module):
+  """Concatenated backbone feature maps, global average pooling, FC, dropout, FC.
+
+  With one backbone this is the paper's single-model classifier; with
+  ('resnet50', 'efficientnetb0') it is the hybrid model. Returns logits.
+
+  Attributes:
+    backbones: backbone names; each becomes a parameter subtree of that name.
+    num_classes: output classes.
+    hidden_units: width of the first fully connected layer.
+    dropout_rate: dropout between the two fully connected layers.
+    dtype: compute dtype; parameters stay float32.
+    freeze_backbone_batchnorm: run the backbones in inference mode (running
+      BatchNorm statistics, no stochastic depth) even while training.
+  """
+
+  backbones: Sequence[str] = ('resnet50', 'efficientnetb0')
+  num_classes: int = 2
+  hidden_units: int = 256
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+  freeze_backbone_batchnorm: bool = False
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    if not self.backbones:
+      raise ValueError('HybridClassifier needs at least one backbone.')
+    backbone_train = train and not self.freeze_backbone_batchnorm
+    feature_maps = [
+        create_backbone(name, dtype=self.dtype, name=name)(
+            images, train=backbone_train) for name in self.backbones]
+    shapes = {feature_map.shape[1:3] for feature_map in feature_maps}
+    if len(shapes) != 1:
+      raise ValueError(f'Backbone feature maps differ in size: {sorted(shapes)}.')
+    features = jnp.concatenate(feature_maps, axis=-1)
+    pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+    x = nn.Dense(self.hidden_units, dtype=self.dtype, name='hidden')(pooled)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
+    # Logits in float32 whatever the compute dtype, as mixed-precision practice advises.
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name='logits')(x)

@@ -1,0 +1,113 @@
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from hybridcovid import models
+
+
+def _train_apply(model):
+  """Jitted training-mode forward: (variables, images, seed) -> (logits, updates)."""
+  forward = jax.jit(lambda v, x, key: model.apply(
+      v, x, train=True, rngs={'dropout': key}, mutable=['batch_stats']))
+  return lambda variables, images, seed: forward(variables, images,
+                                                 jax.random.key(seed))
+
+
+def test_unknown_backbone_is_named_in_the_error():
+  with pytest.raises(ValueError, match="Unknown backbone 'vgg16'; choose from"):
+    models.create_backbone('vgg16')
+
+
+def test_head_concatenates_pools_and_applies_two_dense_layers(hybrid_variables,
+                                                              small_images):
+  params = hybrid_variables['params']
+  assert params['hidden']['kernel'].shape == (2048 + 1280, 256)
+  assert params['logits']['kernel'].shape == (256, 2)
+  features = []
+  for name in ('resnet50', 'efficientnetb0'):
+    backbone_vars = {'params': params[name],
+                     'batch_stats': hybrid_variables['batch_stats'][name]}
+    features.append(models.create_backbone(name).apply(backbone_vars, small_images))
+  pooled = np.concatenate(features, axis=-1).mean(axis=(1, 2))
+  hidden = np.maximum(pooled @ params['hidden']['kernel'] + params['hidden']['bias'], 0)
+  expected = hidden @ params['logits']['kernel'] + params['logits']['bias']
+  logits = models.HybridClassifier().apply(hybrid_variables, small_images)
+  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_single_backbone_classifier_has_only_that_backbone():
+  shapes = jax.eval_shape(lambda: models.HybridClassifier(
+      backbones=('efficientnetb0',), hidden_units=64, num_classes=3).init(
+          jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  assert set(shapes['params']) == {'efficientnetb0', 'hidden', 'logits'}
+  assert shapes['params']['hidden']['kernel'].shape == (1280, 64)
+  assert shapes['params']['logits']['kernel'].shape == (64, 3)
+
+
+def test_dropout_is_active_only_in_training(hybrid_variables, small_images):
+  model = models.HybridClassifier(freeze_backbone_batchnorm=True)
+  eval_logits = jax.jit(model.apply)(hybrid_variables, small_images)
+  np.testing.assert_array_equal(eval_logits,
+                                jax.jit(model.apply)(hybrid_variables, small_images))
+  train_apply = _train_apply(model)
+  first, _ = train_apply(hybrid_variables, small_images, 1)
+  second, _ = train_apply(hybrid_variables, small_images, 2)
+  assert np.abs(np.asarray(first - second)).max() > 1e-3
+  # Inverted dropout keeps the expectation: many masks average to evaluation.
+  draws = [train_apply(hybrid_variables, small_images, seed)[0]
+           for seed in range(3, 203)]
+  mean = np.mean(draws, axis=0)
+  spread = np.std(draws, axis=0) / np.sqrt(len(draws))
+  assert np.all(np.abs(mean - eval_logits) < 5 * spread + 1e-3)
+
+
+def test_frozen_batchnorm_leaves_batch_statistics_unchanged(hybrid_variables,
+                                                            small_images):
+  old = hybrid_variables['batch_stats']
+  _, frozen = _train_apply(models.HybridClassifier(freeze_backbone_batchnorm=True))(
+      hybrid_variables, small_images, 0)
+  for before, after in zip(jax.tree.leaves(old), jax.tree.leaves(frozen['batch_stats'])):
+    np.testing.assert_array_equal(before, after)
+  _, trained = _train_apply(models.HybridClassifier())(
+      hybrid_variables, small_images, 0)
+  stem_mean = trained['batch_stats']['resnet50']['conv1_bn']['mean']
+  # Momentum 0.99: the running mean moves 1% of the way to the batch mean.
+  assert np.abs(np.asarray(stem_mean - old['resnet50']['conv1_bn']['mean'])).max() > 1e-3
+
+
+def test_bfloat16_forward_is_within_one_percent_of_float32(hybrid_variables):
+  # A randomly initialised deep network amplifies any perturbation from layer
+  # to layer, unlike a trained one. Damping each residual branch (its last
+  # BatchNorm scale x0.2, as zero-init-residual schemes do) gives a stable
+  # network, so the comparison measures bfloat16 rounding, not chaos.
+  flat = traverse_util.flatten_dict(hybrid_variables['params'])
+  for path in flat:
+    if path[-2] in ('3_bn', 'project_bn') and path[-1] == 'scale':
+      flat[path] = flat[path] * 0.2
+  variables = {'params': traverse_util.unflatten_dict(flat),
+               'batch_stats': hybrid_variables['batch_stats']}
+  images = np.random.default_rng(5).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+  float32 = jax.jit(models.HybridClassifier().apply)(variables, images)
+  bfloat16 = jax.jit(models.HybridClassifier(dtype=jnp.bfloat16).apply)(
+      variables, images)
+  assert bfloat16.dtype == jnp.float32
+  for leaf in jax.tree.leaves(variables):
+    assert leaf.dtype == jnp.float32
+  error = np.linalg.norm(bfloat16 - float32) / np.linalg.norm(float32)
+  assert 0 < error <= 1e-2
+
+
+def test_forward_pass_does_not_import_tensorflow():
+  code = (
+      'import sys, jax, jax.numpy as jnp\n'
+      'from hybridcovid import models\n'
+      'm = models.HybridClassifier(backbones=("efficientnetb0",))\n'
+      'x = jnp.zeros((1, 32, 32, 3), jnp.uint8)\n'
+      'm.apply(m.init(jax.random.key(0), x), x)\n'
+      'assert "tensorflow" not in sys.modules, "TensorFlow was imported"\n')
+  subprocess.run([sys.executable, '-c', code], check=True)
