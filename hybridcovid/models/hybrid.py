@@ -22,6 +22,17 @@ def create_backbone(arch: str, **kwargs: Any) -> nn.Module:
   return BACKBONES[arch](**kwargs)
 
 
+def create_classifier(model_config: Any) -> 'HybridClassifier':
+  """Builds the classifier from a config's `model` section (see configs/default.py)."""
+  return HybridClassifier(
+      backbones=tuple(model_config.backbones),
+      num_classes=model_config.num_classes,
+      hidden_units=model_config.hidden_units,
+      dropout_rate=model_config.dropout_rate,
+      dtype=jnp.dtype(model_config.dtype),
+      freeze_backbone_batchnorm=model_config.freeze_backbone_batchnorm)
+
+
 class HybridClassifier(nn.Module):
   """Concatenated backbone feature maps, global average pooling, FC, dropout, FC.
 

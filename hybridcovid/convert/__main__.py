@@ -1,0 +1,88 @@
+"""Converts a keras.applications ImageNet weight file into a backbone checkpoint.
+
+  python -m hybridcovid.convert --arch=resnet50 \
+      --keras_h5=resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+      --output=weights/resnet50
+
+The training config then names the output:
+`--config.model.pretrained.resnet50=weights/resnet50`.
+"""
+
+import hashlib
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from hybridcovid.convert import checkpoint, keras_h5
+
+# keras.applications' published notop files: (file name, URL, md5).
+KERAS_FILES = {
+    'resnet50': (
+        'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5',
+        'https://storage.googleapis.com/tensorflow/keras-applications/resnet/'
+        'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5',
+        '4d473c1dd8becc155b73f8504c6f6626'),
+    'efficientnetb0': (
+        'efficientnetb0_notop.h5',
+        'https://storage.googleapis.com/keras-applications/'
+        'efficientnetb0_notop.h5',
+        '50bc09e76180e00e4465e1a485ddc09d'),
+}
+
+_ARCH = flags.DEFINE_enum('arch', None, sorted(KERAS_FILES), 'Backbone.')
+_KERAS_H5 = flags.DEFINE_string(
+    'keras_h5', None,
+    "Path of the Keras weight file, or 'keras' to have Keras download it.")
+_OUTPUT = flags.DEFINE_string('output', None, 'Checkpoint directory to write.')
+
+
+def fetch_with_keras(arch: str) -> str:
+  """Returns the path of the ImageNet file, downloading it through Keras if needed."""
+  file_name, url, md5 = KERAS_FILES[arch]
+  cached = os.path.join(os.path.expanduser('~'), '.keras', 'models', file_name)
+  try:
+    import keras  # Only this option needs Keras (and TensorFlow).
+    return keras.utils.get_file(file_name, url, cache_subdir='models',
+                                file_hash=md5)
+  except Exception as error:  # Keras wraps network failures in several types.
+    raise keras_h5.WeightsError(
+        f'Could not download {url} ({error}). On a machine with internet, '
+        f'download that file, copy it here and pass --keras_h5=PATH, or put '
+        f'it at {cached}.') from error
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  try:
+    convert(_ARCH.value, _KERAS_H5.value, _OUTPUT.value)
+  except keras_h5.WeightsError as error:
+    raise SystemExit(f'error: {error}') from error
+
+
+def convert(arch: str, path: str, output: str) -> None:
+  """Converts `path` (or the Keras download, for 'keras') into checkpoint `output`."""
+  if path == 'keras':
+    path = fetch_with_keras(arch)
+  variables = keras_h5.from_keras_h5(arch, path)
+  count = sum(leaf.size for leaf in jax.tree.leaves(variables))
+  checkpoint.save_backbone(
+      output, arch, variables,
+      source={'keras_h5': os.path.abspath(path), 'sha256': sha256(path),
+              'tensor_values': count})
+  logging.info('Wrote %s (%s, %d values) from %s.', output, arch, count, path)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['arch', 'keras_h5', 'output'])
+  app.run(main)

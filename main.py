@@ -1,0 +1,35 @@
+"""Entry point: `python main.py --config=configs/hybrid.py --workdir=DIR [--mode=...]`.
+
+Any config field can be overridden, e.g. `--config.model.dtype=bfloat16`.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from hybridcovid import convert, summary
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, e.g. configs/hybrid.py.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
+_MODE = flags.DEFINE_enum(
+    'mode', 'summary', ['summary'],
+    'summary: build the model, load its pretrained backbones and write '
+    'model_summary.json.')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.info('Config:\n%s', _CONFIG.value)
+  try:
+    summary.summarize(_CONFIG.value, _WORKDIR.value)
+  except convert.WeightsError as error:
+    raise SystemExit(f'error: {error}') from error
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)
