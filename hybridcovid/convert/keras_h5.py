@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybridcovid import models
+from hybridcovid import errors, models
 from hybridcovid.convert import layer_table
 
 MAX_LISTED = 8
 
 
-class WeightsError(ValueError):
+class WeightsError(errors.UserError):
   """A weight file or checkpoint that cannot be used, with the reason and the fix."""
 
 
