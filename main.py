@@ -8,25 +8,31 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from hybridcovid import convert, summary
+from hybridcovid import errors, summary
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/hybrid.py.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
 _MODE = flags.DEFINE_enum(
-    'mode', 'summary', ['summary'],
+    'mode', 'summary', ['summary', 'audit'],
     'summary: build the model, load its pretrained backbones and write '
-    'model_summary.json.')
+    'model_summary.json. audit: prepare and check the data, split it by '
+    'patient and write split.json and audit.json.')
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.info('Config:\n%s', _CONFIG.value)
+  config, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    summary.summarize(_CONFIG.value, _WORKDIR.value)
-  except convert.WeightsError as error:
+    if _MODE.value == 'summary':
+      summary.summarize(config, workdir)
+    elif _MODE.value == 'audit':
+      from hybridcovid.data import pipeline  # Imports TensorFlow.
+      pipeline.load(config.data, workdir, config.seed)
+  except errors.UserError as error:
     raise SystemExit(f'error: {error}') from error
 
 

@@ -22,5 +22,38 @@ def get_config() -> ml_collections.ConfigDict:
       {'resnet50': '', 'efficientnetb0': ''})
 
   config.data = ml_collections.ConfigDict()
+  # Where the data come from: the paper's data sets (manual downloads; layout
+  # 'radiography' / 'ctscan', or 'folder' for a folder of your own), any
+  # folder of images with optional manifest.csv, or the built-in synthetic set.
+  config.data.cxr_dir = ''
+  config.data.cxr_layout = 'radiography'
+  config.data.ct_dir = ''
+  config.data.ct_layout = 'ctscan'
+  config.data.folder_dir = ''
+  config.data.synthetic = False
+  config.data.synthetic_seed = 0
+  config.data.synthetic_patients_per_class = 40
+  config.data.synthetic_image_size = 128
+  config.data.modalities = ('cxr', 'ct')  # Pooled; one of them for a single modality.
+  config.data.tfds_dir = '~/tensorflow_datasets'  # Where prepared data are kept.
+  config.data.skip_bad = False  # Skip unreadable files (listed in audit.json).
+  config.data.ct_window_level = -600.0  # Lung window for DICOM CT, in HU.
+  config.data.ct_window_width = 1500.0
+  # train / test / validation, as in the paper; grouped by patient.
+  config.data.split_fractions = (0.7, 0.2, 0.1)
+  config.data.split_file = ''  # '' writes and reuses WORKDIR/split.json.
+  config.data.drop_duplicates = True  # Drop cross-split copies from test/validation.
+  # Grey 16x16 thumbnails correlating at least this much are near duplicates.
+  config.data.near_duplicate_correlation = 0.97
   config.data.image_size = 224
+  config.data.resize = 'pad'  # 'pad' keeps the aspect ratio, 'squash' stretches.
+  config.data.balance = 'resample'  # 'resample', 'class_weights' or 'none'.
+  config.data.shuffle_buffer = 512
+  config.data.augment = ml_collections.ConfigDict()
+  config.data.augment.rotation_degrees = 10.0
+  config.data.augment.shift_fraction = 0.1
+  config.data.augment.zoom_fraction = 0.1
+  config.data.augment.brightness = 0.1  # Fraction of the full range.
+  config.data.augment.contrast = 0.1
+  config.data.augment.horizontal_flip = False  # Anatomy is not mirror-symmetric.
   return config

@@ -1,0 +1,283 @@
+"""From data folders to batches: prepare, validate, split, audit, then tf.data.
+
+`load` turns the config's folders into usable examples with a patient-level
+split and an audit report; `InputPipeline` serves training epochs (balanced,
+augmented, dropping the remainder) and evaluation passes (every example
+exactly once, the last batch padded and masked).
+"""
+
+import dataclasses
+import json
+import math
+import os
+from typing import Iterator
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from hybridcovid.data import audit, augment, builders, sources, splits, synthetic
+
+AUTOTUNE = tf.data.AUTOTUNE
+SPLIT_FILE = 'split.json'
+AUDIT_FILE = 'audit.json'
+MAX_LISTED = 10
+
+
+@dataclasses.dataclass
+class LoadedData:
+  """Usable examples (bad files removed), their split, and the audit report."""
+  builders: list
+  facts: list[audit.ImageFacts]
+  assignment: dict[str, str]
+  report: dict
+
+  def split_ids(self, split: str) -> np.ndarray:
+    """Indices into `facts` of the examples in `split`."""
+    return np.array([i for i, fact in enumerate(self.facts)
+                     if self.assignment.get(fact.record.key) == split], np.int32)
+
+
+def source_folders(data_config: ml_collections.ConfigDict, workdir: str
+                   ) -> list[tuple[str, str]]:
+  """(layout, folder) pairs the config names; generates the synthetic set if asked."""
+  if data_config.synthetic:
+    root = os.path.join(workdir, 'synthetic_data')
+    synthetic.generate(root, seed=data_config.synthetic_seed,
+                       patients_per_class=data_config.synthetic_patients_per_class,
+                       image_size=data_config.synthetic_image_size)
+    return [('folder', root)]
+  folders = [(layout, folder) for layout, folder in (
+      (data_config.cxr_layout, data_config.cxr_dir),
+      (data_config.ct_layout, data_config.ct_dir),
+      ('folder', data_config.folder_dir)) if folder]
+  if not folders:
+    raise sources.DataSourceError(
+        'No data given. Download the COVID-19 Radiography Database and the '
+        'SARS-CoV-2 CT-scan dataset from Kaggle and pass '
+        '--config.data.cxr_dir=... --config.data.ct_dir=... (or any folder of '
+        'COVID and normal images with --config.data.folder_dir=...). To try '
+        'the whole pipeline on the built-in synthetic images, run the demo: '
+        'python main.py --config=configs/hybrid.py:demo --workdir=DIR')
+  return folders
+
+
+def _bad_file_error(bad: list[audit.ImageFacts]) -> sources.DataSourceError:
+  listed = '\n  '.join(fact.error for fact in bad[:MAX_LISTED])
+  more = f'\n  (+{len(bad) - MAX_LISTED} more)' if len(bad) > MAX_LISTED else ''
+  return sources.DataSourceError(
+      f'{len(bad)} image files cannot be used:\n  {listed}{more}\nFix or remove '
+      'them, or set --config.data.skip_bad=True to skip them; skipped files '
+      f'are listed in {AUDIT_FILE}.')
+
+
+def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
+         ) -> LoadedData:
+  """Prepares the data, checks every file, splits by patient and audits the split.
+
+  The audit is written to `workdir/audit.json` before patient leakage stops
+  the run, so the report is there to read.
+  """
+  ct_window = (data_config.ct_window_level, data_config.ct_window_width)
+  prepared = [builders.prepared_builder(layout, folder, data_config.tfds_dir, ct_window)
+              for layout, folder in source_folders(data_config, workdir)]
+  facts = [fact for builder in prepared for fact in builders.read_facts(builder)
+           if fact.record.modality in data_config.modalities]
+  bad = [fact for fact in facts if fact.error]
+  if bad and not data_config.skip_bad:
+    raise _bad_file_error(bad)
+  facts = [fact for fact in facts if not fact.error]
+  if not facts:
+    raise sources.DataSourceError(
+        f'No usable {"/".join(data_config.modalities)} images in '
+        f'{[folder for _, folder in source_folders(data_config, workdir)]}.')
+
+  split_path = data_config.split_file or os.path.join(workdir, SPLIT_FILE)
+  records = [fact.record for fact in facts]
+  fractions = dict(zip(splits.SPLITS, data_config.split_fractions))
+  if os.path.exists(split_path):
+    assignment = splits.load_split(split_path, records)
+    logging.info('Using the split in %s.', split_path)
+  else:
+    assignment = splits.assign_splits(records, fractions, seed)
+    splits.save_split(split_path, assignment, fractions, seed)
+    logging.info('Wrote a new patient-level split to %s.', split_path)
+
+  report = audit.audit(facts, assignment,
+                       bad_files=[{'file': f.record.path, 'error': f.error} for f in bad],
+                       min_correlation=data_config.near_duplicate_correlation)
+  report['dropped_duplicates'] = (
+      audit.keys_to_drop(report) if data_config.drop_duplicates else [])
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, AUDIT_FILE), 'w') as f:
+    json.dump(report, f, indent=1)
+  logging.info('Data audit (%s):\n%s', os.path.join(workdir, AUDIT_FILE),
+               audit.format_table(report))
+  audit.check_patients(report)
+  dropped = set(report['dropped_duplicates'])
+  assignment = {key: split for key, split in assignment.items() if key not in dropped}
+  return LoadedData(prepared, facts, assignment, report)
+
+
+def resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
+  """Resizes to size x size keeping the whole image: 'pad' keeps the aspect ratio."""
+  if method == 'pad':
+    resized = tf.image.resize_with_pad(image, size, size, antialias=True)
+  elif method == 'squash':
+    resized = tf.image.resize(image, (size, size), antialias=True)
+  else:
+    raise ValueError(f"Unknown resize method {method!r}; choose 'pad' or 'squash'.")
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+class InputPipeline:
+  """Batches of one process: `image` uint8 (B, S, S, 3), `label`, `modality`,
+  `example_id` (index into `LoadedData.facts`), `weight` and `mask`.
+
+  B is the global batch size divided by the process count; it must divide by
+  the number of local devices so that each device gets an equal share.
+  """
+
+  def __init__(self, data: LoadedData, data_config: ml_collections.ConfigDict,
+               global_batch_size: int, num_local_devices: int = 1,
+               process_index: int = 0, process_count: int = 1, seed: int = 0):
+    self.batch_size, remainder = divmod(global_batch_size, process_count)
+    if remainder or self.batch_size % num_local_devices:
+      raise ValueError(
+          f'Batch size {global_batch_size} must divide by the {process_count} '
+          f'processes and then by the {num_local_devices} local devices; '
+          'change --config.train.batch_size.')
+    self.data = data
+    self.config = data_config
+    self.global_batch_size = global_batch_size
+    self.process_index = process_index
+    self.process_count = process_count
+    self.seed = seed
+    self._labels = tf.constant([f.record.label for f in data.facts], tf.int32)
+    self._modalities = tf.constant(
+        [sources.MODALITIES.index(f.record.modality) for f in data.facts], tf.int32)
+    self._strata = self._stratum_ids(data.split_ids('train'))
+    self._weights = tf.constant(self._example_weights(), tf.float32)
+    self._train_cache = None
+
+  def _stratum_ids(self, ids: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    strata = {}
+    for i in ids:
+      record = self.data.facts[i].record
+      strata.setdefault((record.modality, record.label), []).append(i)
+    return {key: np.array(value, np.int32) for key, value in sorted(strata.items())}
+
+  def _example_weights(self) -> np.ndarray:
+    """Loss weights: 1, or inverse stratum frequency for a class-weighted loss."""
+    weights = np.ones(len(self.data.facts), np.float32)
+    if self.config.balance == 'class_weights':
+      total = sum(len(ids) for ids in self._strata.values())
+      for ids in self._strata.values():
+        weights[ids] = total / (len(self._strata) * len(ids))
+    elif self.config.balance not in ('resample', 'none'):
+      raise ValueError(f'Unknown balance {self.config.balance!r}; choose '
+                       "'resample', 'class_weights' or 'none'.")
+    return weights
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return len(self.data.split_ids('train')) // self.global_batch_size
+
+  def eval_steps(self, split: str) -> int:
+    return math.ceil(len(self.data.split_ids(split)) / self.global_batch_size)
+
+  def _examples(self, ids: np.ndarray) -> tf.data.Dataset:
+    """Resized images of `ids` with their example ids, this process's share only."""
+    keys = [self.data.facts[i].record.key for i in ids]
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys or [''], tf.string),
+            tf.constant(ids if len(ids) else [-1], tf.int32)), default_value=-1)
+    datasets = [builder.as_dataset(split=builders.ALL_SPLIT,
+                                   decoders={'image': tfds.decode.SkipDecoding()})
+                for builder in self.data.builders]
+    dataset = datasets[0]
+    for other in datasets[1:]:
+      dataset = dataset.concatenate(other)
+
+    def select(example):
+      key = tf.strings.join([example['source'], ':', example['relpath']])
+      return {'encoded': example['image'], 'example_id': table.lookup(key)}
+
+    size, method = self.config.image_size, self.config.resize
+
+    def decode(example):
+      image = tf.io.decode_image(example['encoded'], channels=3, expand_animations=False)
+      return {'image': resize(image, size, method), 'example_id': example['example_id']}
+
+    dataset = dataset.map(select).filter(lambda example: example['example_id'] >= 0)
+    dataset = dataset.shard(self.process_count, self.process_index)
+    return dataset.map(decode, num_parallel_calls=AUTOTUNE)
+
+  def _with_targets(self, example: dict) -> dict:
+    example_id = example['example_id']
+    return {**example, 'label': tf.gather(self._labels, example_id),
+            'modality': tf.gather(self._modalities, example_id),
+            'weight': tf.gather(self._weights, example_id),
+            'mask': tf.constant(True)}
+
+  def _train_strata(self) -> list[tf.data.Dataset]:
+    if self._train_cache is None:
+      groups = (list(self._strata.values()) if self.config.balance == 'resample'
+                else [self.data.split_ids('train')])
+      self._train_cache = [self._examples(ids).cache() for ids in groups]
+    return self._train_cache
+
+  def train_epoch(self, epoch: int) -> Iterator[dict]:
+    """The batches of one training epoch; the same epoch always gives the same batches."""
+    seed = self.seed * 1_000_003 + epoch
+    strata = [stratum.shuffle(self.config.shuffle_buffer, seed=seed + i).repeat()
+              for i, stratum in enumerate(self._train_strata())]
+    dataset = (tf.data.Dataset.sample_from_datasets(strata, seed=seed)
+               if len(strata) > 1 else strata[0])
+    images_per_epoch = self.steps_per_epoch * self.batch_size
+    dataset = dataset.take(images_per_epoch).enumerate()
+    augment_config = self.config.augment
+
+    def augmented(index, example):
+      stateless_seed = tf.stack([tf.constant(seed, tf.int64), index])
+      image = augment.random_augment(example['image'], stateless_seed, augment_config)
+      return self._with_targets({**example, 'image': image})
+
+    dataset = dataset.map(augmented, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(self.batch_size, drop_remainder=True)
+    return dataset.prefetch(AUTOTUNE).as_numpy_iterator()
+
+  def eval_batches(self, split: str) -> Iterator[dict]:
+    """Every example of `split` exactly once; padding has mask False.
+
+    All processes yield the same number of batches, padded as needed.
+    """
+    dataset = self._examples(self.data.split_ids(split)).cache()
+    dataset = dataset.map(self._with_targets, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(self.batch_size).map(self._pad_batch)
+    size = self.config.image_size
+    filler = tf.data.Dataset.from_tensors({
+        'image': tf.zeros((self.batch_size, size, size, 3), tf.uint8),
+        'example_id': tf.fill([self.batch_size], -1),
+        'label': tf.zeros([self.batch_size], tf.int32),
+        'modality': tf.zeros([self.batch_size], tf.int32),
+        'weight': tf.zeros([self.batch_size], tf.float32),
+        'mask': tf.zeros([self.batch_size], tf.bool)}).repeat()
+    dataset = dataset.concatenate(filler).take(self.eval_steps(split))
+    return dataset.prefetch(AUTOTUNE).as_numpy_iterator()
+
+  def _pad_batch(self, batch: dict) -> dict:
+    missing = self.batch_size - tf.shape(batch['label'])[0]
+
+    def pad(name, value):
+      paddings = [[0, missing]] + [[0, 0]] * (len(value.shape) - 1)
+      fill = -1 if name == 'example_id' else 0
+      return tf.pad(value, paddings, constant_values=tf.cast(fill, value.dtype))
+
+    padded = {name: pad(name, value) for name, value in batch.items()}
+    size = self.config.image_size
+    padded['image'] = tf.ensure_shape(padded['image'], (self.batch_size, size, size, 3))
+    return padded
