@@ -8,7 +8,6 @@ The training config then names the output:
 `--config.model.pretrained.resnet50=weights/resnet50`.
 """
 
-import hashlib
 import os
 
 from absl import app
@@ -16,6 +15,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from hybridcovid import hashing
 from hybridcovid.convert import checkpoint, keras_h5
 
 # keras.applications' published notop files: (file name, URL, md5).
@@ -54,14 +54,6 @@ def fetch_with_keras(arch: str) -> str:
         f'it at {cached}.') from error
 
 
-def sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def main(argv: list[str]) -> None:
   del argv
   try:
@@ -78,7 +70,7 @@ def convert(arch: str, path: str, output: str) -> None:
   count = sum(leaf.size for leaf in jax.tree.leaves(variables))
   checkpoint.save_backbone(
       output, arch, variables,
-      source={'keras_h5': os.path.abspath(path), 'sha256': sha256(path),
+      source={'keras_h5': os.path.abspath(path), 'sha256': hashing.file_sha256(path),
               'tensor_values': count})
   logging.info('Wrote %s (%s, %d values) from %s.', output, arch, count, path)
 

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hybridcovid import hashing
 from hybridcovid.data import audit, decode, sources
 
 _FEATURES = {
@@ -50,18 +51,10 @@ class ScanConfig(tfds.core.BuilderConfig):
     self.ct_window = tuple(ct_window)
 
 
-def _file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def encode_example(record: sources.Record, ct_window: tuple[float, float]) -> dict:
   """Decodes one file into a builder example; a bad file gives an empty image and the reason."""
   try:
-    digest = _file_sha256(record.path)
+    digest = hashing.file_sha256(record.path)
     image, info = decode.read_image(record.path, record.modality, ct_window)
     facts = {'height': info.height, 'width': info.width, 'format': info.format,
              'bits': info.bits, 'error': ''}
