@@ -1,6 +1,8 @@
 import collections
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,6 +62,41 @@ def test_eval_batches_cover_every_example_once(loaded):
       assert np.all(batch['example_id'][~batch['mask']] == -1)
       labels = [data.facts[i].record.label for i in batch['example_id'][batch['mask']]]
       assert batch['label'][batch['mask']].tolist() == labels
+
+
+_SHARDED_EVAL = """
+import sys
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from configs import default
+from hybridcovid.data import pipeline
+config = default.get_config().data
+config.folder_dir, config.tfds_dir, config.image_size = sys.argv[1], sys.argv[2], 32
+data = pipeline.load(config, sys.argv[3], seed=0)
+assert jax.local_device_count() == 8
+sharding = NamedSharding(Mesh(np.array(jax.devices()), ('batch',)), PartitionSpec('batch'))
+seen = []
+for batch in pipeline.InputPipeline(data, config, 24, jax.local_device_count()).eval_batches('test'):
+  ids = jax.device_put(batch['example_id'], sharding)
+  mask = jax.device_put(batch['mask'], sharding)
+  assert [shard.data.shape for shard in ids.addressable_shards] == [(3,)] * 8
+  seen += np.asarray(ids)[np.asarray(mask)].tolist()
+assert sorted(seen) == sorted(data.split_ids('test').tolist()), seen
+print('covered', len(seen))
+"""
+
+
+def test_eval_batches_shard_over_eight_devices(loaded):
+  config, workdir, _ = loaded
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
+         'JAX_PLATFORMS': 'cpu'}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-c', _SHARDED_EVAL, config.folder_dir, config.tfds_dir, workdir],
+      cwd=root, env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'covered 16' in result.stdout
 
 
 def test_each_process_reads_its_own_share_in_equal_steps(loaded):
