@@ -1,0 +1,76 @@
+"""Binary diagnostic metrics from the confusion matrix, and ROC AUC.
+
+COVID (label 1) is the positive class. A metric whose denominator is zero
+(recall with no COVID cases, say) is NaN, reported as undefined rather than
+as 0 or 1.
+"""
+
+from typing import Mapping
+
+import numpy as np
+
+METRIC_NAMES = ('accuracy', 'recall', 'specificity', 'precision', 'npv', 'f1', 'auc')
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+  return float(numerator / denominator) if denominator else float('nan')
+
+
+def confusion_counts(labels: np.ndarray, predictions: np.ndarray) -> dict[str, int]:
+  """True/false positives and negatives of 0/1 `predictions` against 0/1 `labels`."""
+  labels, predictions = np.asarray(labels, bool), np.asarray(predictions, bool)
+  return {'tp': int(np.sum(labels & predictions)), 'fp': int(np.sum(~labels & predictions)),
+          'fn': int(np.sum(labels & ~predictions)), 'tn': int(np.sum(~labels & ~predictions))}
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """Area under the ROC curve: the probability that a random positive outscores a
+  random negative, ties counting one half (the Mann-Whitney statistic)."""
+  labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float64)
+  positives, negatives = int(labels.sum()), int((~labels).sum())
+  if not positives or not negatives:
+    return float('nan')
+  order = np.argsort(scores, kind='mergesort')
+  sorted_scores = scores[order]
+  ranks = np.empty(len(scores))
+  # Average ranks over ties: each run of equal scores shares the mean of its ranks.
+  starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+  ends = np.r_[starts[1:], len(scores)]
+  for start, end in zip(starts, ends):
+    ranks[order[start:end]] = (start + end + 1) / 2
+  rank_sum = ranks[labels].sum()
+  return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
+  """Accuracy (Az), recall (Re), specificity (Sp), precision (PPV), NPV, F1 (F-M) and AUC.
+
+  `scores` are COVID probabilities; a score >= `threshold` predicts COVID.
+  F1 is 2TP / (2TP + FP + FN).
+  """
+  scores = np.asarray(scores, np.float64)
+  counts = confusion_counts(labels, scores >= threshold)
+  tp, fp, fn, tn = counts['tp'], counts['fp'], counts['fn'], counts['tn']
+  return {
+      'accuracy': _ratio(tp + tn, tp + fp + fn + tn),
+      'recall': _ratio(tp, tp + fn),
+      'specificity': _ratio(tn, tn + fp),
+      'precision': _ratio(tp, tp + fp),
+      'npv': _ratio(tn, tn + fn),
+      'f1': _ratio(2 * tp, 2 * tp + fp + fn),
+      'auc': roc_auc(labels, scores),
+      'counts': counts,
+      'threshold': threshold,
+  }
+
+
+def metrics_by_group(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                     threshold: float = 0.5) -> Mapping[str, dict]:
+  """`binary_metrics` overall and for each group (a modality or a source)."""
+  groups = np.asarray(groups)
+  result = {'overall': binary_metrics(labels, scores, threshold)}
+  for group in sorted(set(groups.tolist())):
+    selected = groups == group
+    result[str(group)] = binary_metrics(np.asarray(labels)[selected],
+                                        np.asarray(scores)[selected], threshold)
+  return result

@@ -1,0 +1,66 @@
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+from sklearn.exceptions import UndefinedMetricWarning
+
+from hybridcovid import metrics
+
+
+def _reference(labels, scores, threshold):
+  predictions = (scores >= threshold).astype(int)
+  nan = np.nan
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', UndefinedMetricWarning)
+    try:
+      auc = sk.roc_auc_score(labels, scores)  # NaN or an error for one class.
+    except ValueError:
+      auc = nan
+  return {
+      'accuracy': sk.accuracy_score(labels, predictions),
+      'recall': sk.recall_score(labels, predictions, zero_division=nan),
+      'specificity': sk.recall_score(1 - labels, 1 - predictions, zero_division=nan),
+      'precision': sk.precision_score(labels, predictions, zero_division=nan),
+      'npv': sk.precision_score(1 - labels, 1 - predictions, zero_division=nan),
+      'f1': sk.f1_score(labels, predictions, zero_division=nan),
+      'auc': auc,
+  }
+
+
+def _cases():
+  rng = np.random.default_rng(0)
+  for size in (1, 2, 7, 50, 400):
+    labels = rng.integers(0, 2, size)
+    yield labels, rng.random(size)  # Unrelated scores.
+    yield labels, np.clip(labels * 0.4 + rng.random(size) * 0.6, 0, 1)  # Informative.
+    yield labels, rng.integers(0, 4, size) / 4  # Many ties, some exactly at 0.5.
+  yield np.zeros(10, int), rng.random(10)  # No COVID cases.
+  yield np.ones(10, int), rng.random(10)  # No normal cases.
+  yield rng.integers(0, 2, 30), np.ones(30)  # Everything predicted COVID.
+  yield rng.integers(0, 2, 30), np.zeros(30)  # Everything predicted normal.
+
+
+@pytest.mark.parametrize('case', range(len(list(_cases()))))
+@pytest.mark.parametrize('threshold', [0.5, 0.3])
+def test_every_metric_matches_scikit_learn(case, threshold):
+  labels, scores = list(_cases())[case]
+  ours = metrics.binary_metrics(labels, scores, threshold)
+  for name, expected in _reference(labels, scores, threshold).items():
+    np.testing.assert_allclose(ours[name], expected, rtol=1e-12, err_msg=name)
+  counts = ours['counts']
+  assert sum(counts.values()) == len(labels)
+  assert sk.confusion_matrix(labels, (scores >= threshold).astype(int),
+                             labels=[0, 1]).ravel().tolist() == [
+      counts['tn'], counts['fp'], counts['fn'], counts['tp']]
+
+
+def test_metrics_by_group_splits_by_modality():
+  labels = np.array([1, 0, 1, 0, 1, 1])
+  scores = np.array([0.9, 0.2, 0.4, 0.6, 0.8, 0.7])
+  groups = np.array(['cxr', 'cxr', 'ct', 'ct', 'ct', 'cxr'])
+  result = metrics.metrics_by_group(labels, scores, groups)
+  assert set(result) == {'overall', 'cxr', 'ct'}
+  assert result['cxr']['accuracy'] == 1.0
+  assert result['ct']['counts'] == {'tp': 1, 'fp': 1, 'fn': 1, 'tn': 0}
+  assert result['overall']['accuracy'] == pytest.approx(4 / 6)
