@@ -76,6 +76,7 @@ class MBConv(nn.Module):
 
   args: BlockArgs
   dtype: Any = jnp.float32
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -83,8 +84,8 @@ class MBConv(nn.Module):
     conv = functools.partial(nn.Conv, dtype=self.dtype, padding='SAME',
                              use_bias=False)
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train,
-        momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, dtype=self.dtype)
+        nn.BatchNorm, use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+        epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
     filters = args.filters_in * args.expand_ratio
     x = inputs
     if args.expand_ratio != 1:
@@ -117,22 +118,26 @@ class EfficientNetB0(nn.Module):
   """EfficientNetB0 feature extractor: RGB in [0, 255] to the (N, H/32, W/32, 1280) map.
 
   Applies x/255 and the ImageNet mean and std its ImageNet weights expect.
+  `axis_name` names the device axis over which BatchNorm statistics are
+  averaged in training (None: this device's batch only).
   """
 
   dtype: Any = jnp.float32
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     preprocessing.check_image_batch(images, 'EfficientNetB0')
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train,
-        momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, dtype=self.dtype)
+        nn.BatchNorm, use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+        epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
     x = preprocessing.imagenet_mean_std(images).astype(self.dtype)
     x = nn.Conv(STEM_FILTERS, (3, 3), strides=2, padding='SAME', use_bias=False,
                 dtype=self.dtype, name='stem_conv')(x)
     x = nn.swish(norm(name='stem_bn')(x))
     for block in b0_blocks():
-      x = MBConv(block, dtype=self.dtype, name=block.name)(x, train)
+      x = MBConv(block, dtype=self.dtype, axis_name=self.axis_name,
+                 name=block.name)(x, train)
     x = nn.Conv(TOP_FILTERS, (1, 1), use_bias=False, dtype=self.dtype,
                 name='top_conv')(x)
     return nn.swish(norm(name='top_bn')(x))

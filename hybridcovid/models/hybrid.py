@@ -22,7 +22,8 @@ def create_backbone(arch: str, **kwargs: Any) -> nn.Module:
   return BACKBONES[arch](**kwargs)
 
 
-def create_classifier(model_config: Any) -> 'HybridClassifier':
+def create_classifier(model_config: Any, axis_name: str | None = None
+                      ) -> 'HybridClassifier':
   """Builds the classifier from a config's `model` section (see configs/default.py)."""
   return HybridClassifier(
       backbones=tuple(model_config.backbones),
@@ -30,7 +31,8 @@ def create_classifier(model_config: Any) -> 'HybridClassifier':
       hidden_units=model_config.hidden_units,
       dropout_rate=model_config.dropout_rate,
       dtype=jnp.dtype(model_config.dtype),
-      freeze_backbone_batchnorm=model_config.freeze_backbone_batchnorm)
+      freeze_backbone_batchnorm=model_config.freeze_backbone_batchnorm,
+      axis_name=axis_name)
 
 
 class HybridClassifier(nn.Module):
@@ -47,6 +49,8 @@ class HybridClassifier(nn.Module):
     dtype: compute dtype; parameters stay float32.
     freeze_backbone_batchnorm: run the backbones in inference mode (running
       BatchNorm statistics, no stochastic depth) even while training.
+    axis_name: device axis over which training BatchNorm statistics are
+      averaged, so that a step on many devices equals one on a single device.
   """
 
   backbones: Sequence[str] = ('resnet50', 'efficientnetb0')
@@ -55,6 +59,7 @@ class HybridClassifier(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
   freeze_backbone_batchnorm: bool = False
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -62,7 +67,7 @@ class HybridClassifier(nn.Module):
       raise ValueError('HybridClassifier needs at least one backbone.')
     backbone_train = train and not self.freeze_backbone_batchnorm
     feature_maps = [
-        create_backbone(name, dtype=self.dtype, name=name)(
+        create_backbone(name, dtype=self.dtype, axis_name=self.axis_name, name=name)(
             images, train=backbone_train) for name in self.backbones]
     shapes = {feature_map.shape[1:3] for feature_map in feature_maps}
     if len(shapes) != 1:

@@ -25,13 +25,14 @@ class Bottleneck(nn.Module):
   strides: int = 1
   projection: bool = False
   dtype: Any = jnp.float32
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = functools.partial(nn.Conv, dtype=self.dtype, padding='VALID')
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train,
-        momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, dtype=self.dtype)
+        nn.BatchNorm, use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+        epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
     shortcut = x
     if self.projection:
       shortcut = conv(4 * self.filters, (1, 1), self.strides, name='0_conv')(x)
@@ -49,9 +50,12 @@ class ResNet50(nn.Module):
   """ResNet50 feature extractor: RGB in [0, 255] to the (N, H/32, W/32, 2048) map.
 
   Applies the Keras "caffe" input normalisation its ImageNet weights expect.
+  `axis_name` names the device axis over which BatchNorm statistics are
+  averaged in training (None: this device's batch only).
   """
 
   dtype: Any = jnp.float32
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -62,7 +66,7 @@ class ResNet50(nn.Module):
                 name='conv1_conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
                      epsilon=BATCHNORM_EPSILON, dtype=self.dtype,
-                     name='conv1_bn')(x)
+                     axis_name=self.axis_name, name='conv1_bn')(x)
     x = nn.relu(x)
     # Keras pads with zeros, then pools without padding; Flax 'SAME' differs.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -71,5 +75,6 @@ class ResNet50(nn.Module):
       for block in range(1, blocks + 1):
         x = Bottleneck(filters, strides=stride if block == 1 else 1,
                        projection=block == 1, dtype=self.dtype,
+                       axis_name=self.axis_name,
                        name=f'conv{stage}_block{block}')(x, train)
     return x
