@@ -34,6 +34,13 @@ def test_folder_builder_stores_images_and_facts_once(tmp_path):
   stored = next(iter(builder.as_dataset(split=builders.ALL_SPLIT).filter(
       lambda ex: ex['relpath'] == 'ct/Normal/1_0.png')))
   np.testing.assert_array_equal(stored['image'].numpy(), pixels)
+  # A changed folder is prepared anew, never read from stale data.
+  data_trees.write_png(os.path.join(root, 'ct/Normal/extra.png'), 99)
+  with open(os.path.join(root, 'manifest.csv'), 'a') as f:
+    f.write('ct/Normal/extra.png,Normal,ct,ct-Normal-9\n')
+  changed = builders.prepared_builder('folder', root, str(tmp_path / 'tfds'), (-600, 1500))
+  assert changed.data_dir != builder.data_dir
+  assert len(builders.read_facts(changed)) == len(facts) + 1
 
 
 def test_kaggle_builders_read_their_layouts(tmp_path):

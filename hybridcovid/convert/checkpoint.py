@@ -37,7 +37,8 @@ def save_backbone(directory: str, arch: str, variables: dict,
   staging = tempfile.mkdtemp(prefix='.partial-', dir=parent)
   try:
     with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(os.path.join(staging, VARIABLES_DIR), variables)
+      # Host arrays: a checkpoint tied to no device restores on any machine.
+      checkpointer.save(os.path.join(staging, VARIABLES_DIR), jax.device_get(variables))
       checkpointer.wait_until_finished()
     with open(os.path.join(staging, METADATA_FILE), 'w') as f:
       json.dump({'arch': arch, **source}, f, indent=2)
@@ -83,8 +84,9 @@ def load_backbone(directory: str, arch: str) -> dict:
     with ocp.StandardCheckpointer() as checkpointer:
       restored = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
   except Exception as error:  # Orbax raises many types for damaged files.
-    raise WeightsError(f'{directory}: the checkpoint is damaged ({error}). '
-                       f'Convert the weights again. {fix}') from error
+    raise WeightsError(f'{directory}: the checkpoint cannot be restored '
+                       f'({type(error).__name__}: {error}). If it is damaged, '
+                       f'convert the weights again. {fix}') from error
   problems = _shape_mismatches(restored, backbone_shapes(arch))
   if problems:
     raise WeightsError(f'{directory} does not fit {arch}: '

@@ -39,16 +39,36 @@ _FEATURES = {
 ALL_SPLIT = 'images'
 
 
-class ScanConfig(tfds.core.BuilderConfig):
-  """Names the prepared data after the folder read and the DICOM CT window."""
+def _fingerprint(root: str, ct_window: tuple[float, float],
+                 records: list[sources.Record]) -> str:
+  """Changes whenever a file, a label or a patient id changes, or the CT window does."""
+  digest = hashlib.sha1(f'{root}|{ct_window[0]}|{ct_window[1]}'.encode())
+  for record in records:
+    try:
+      stat = os.stat(record.path)
+      size, modified = stat.st_size, stat.st_mtime_ns
+    except OSError:
+      size, modified = -1, -1
+    digest.update(f'{record.key}|{record.label}|{record.modality}|{record.patient_id}|'
+                  f'{record.patient_known}|{size}|{modified}\n'.encode())
+  return digest.hexdigest()[:12]
 
-  def __init__(self, *, root: str, ct_window: tuple[float, float], **kwargs):
+
+class ScanConfig(tfds.core.BuilderConfig):
+  """The scanned records of a folder, named by their fingerprint.
+
+  Prepared data are reused only while the folder's files, labels and patient
+  ids and the CT window stay the same; any change prepares the data anew.
+  """
+
+  def __init__(self, *, root: str, ct_window: tuple[float, float],
+               records: list[sources.Record], **kwargs):
     root = os.path.abspath(root)
-    identity = f'{root}|{ct_window[0]}|{ct_window[1]}'.encode()
-    digest = hashlib.sha1(identity).hexdigest()[:10]
-    super().__init__(name=f'{os.path.basename(root) or "root"}-{digest}',
-                     description=f'Images under {root}.', **kwargs)
+    super().__init__(
+        name=f'{os.path.basename(root) or "root"}-{_fingerprint(root, ct_window, records)}',
+        description=f'Images under {root}.', **kwargs)
     self.ct_window = tuple(ct_window)
+    self.records = records
 
 
 def encode_example(record: sources.Record, ct_window: tuple[float, float]) -> dict:
@@ -85,16 +105,20 @@ class _ScannedImages(tfds.core.GeneratorBasedBuilder):
         description=self.__doc__)
 
   def _split_generators(self, dl_manager):
-    # Nothing is downloaded: the files are in the manual folder.
-    return {ALL_SPLIT: self._generate_examples(str(dl_manager.manual_dir))}
+    # Nothing is downloaded: the files are in the manual folder, already scanned.
+    del dl_manager
+    return {ALL_SPLIT: self._generate_examples()}
 
-  def _generate_examples(self, root: str):
-    records = type(self).scan(root)
-    window = self.builder_config.ct_window
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-      examples = pool.map(lambda record: encode_example(record, window), records)
-      for record, example in zip(records, examples):
-        yield record.key, example
+  def _generate_examples(self):
+    records, window = self.builder_config.records, self.builder_config.ct_window
+    workers = os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      # In chunks, so that decoded images never pile up beyond a few per worker.
+      for start in range(0, len(records), 4 * workers):
+        chunk = records[start:start + 4 * workers]
+        for record, example in zip(chunk, pool.map(
+            lambda record: encode_example(record, window), chunk)):
+          yield record.key, example
 
 
 class Covid19Radiography(_ScannedImages):
@@ -154,8 +178,9 @@ def prepared_builder(layout: str, root: str, data_dir: str,
   if not os.path.isdir(root):
     instructions = ' '.join(LAYOUTS[layout].MANUAL_DOWNLOAD_INSTRUCTIONS.split())
     raise sources.DataSourceError(f'{root}: no such folder. {instructions}')
+  records = LAYOUTS[layout].scan(root)
   builder = LAYOUTS[layout](
-      config=ScanConfig(root=root, ct_window=ct_window),
+      config=ScanConfig(root=root, ct_window=ct_window, records=records),
       data_dir=os.path.expanduser(data_dir))
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(root)))
