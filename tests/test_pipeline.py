@@ -119,35 +119,43 @@ def test_training_epochs_are_balanced_reproducible_and_drop_the_remainder(loaded
   assert all(b['mask'].all() and np.all(b['weight'] == 1) for b in epoch)
   np.testing.assert_array_equal(epoch[3]['image'], list(stream.train_epoch(0))[3]['image'])
   assert not np.array_equal(epoch[0]['image'], next(iter(stream.train_epoch(1)))['image'])
+  train_ids = set(data.split_ids('train').tolist())
+  assert all(set(b['example_id'].tolist()) <= train_ids for b in epoch)
   labels = [data.facts[i].record.label for b in epoch for i in b['example_id']]
   assert [b['label'].tolist() for b in epoch] == [labels[i:i + 8] for i in range(0, 56, 8)]
 
 
-def test_resampling_evens_out_an_imbalanced_training_set(tmp_path):
+def test_balancing_evens_classes_within_each_modality(tmp_path):
   root = tmp_path / 'images'
   rows = ['relpath,label,modality,patient_id']
-  for i in range(60):
-    label = 'COVID' if i < 12 else 'Normal'
-    relpath = f'cxr/{label}/{i}.png'
+  for i in range(80):  # CXR: 12 COVID, 48 normal. CT: 10 and 10.
+    modality = 'cxr' if i < 60 else 'ct'
+    label = 'COVID' if i < 12 or i >= 70 else 'Normal'
+    relpath = f'{modality}/{label}/{i}.png'
     data_trees.write_png(str(root / relpath), i)
-    rows.append(f'{relpath},{label},cxr,p{i}')
+    rows.append(f'{relpath},{label},{modality},p{i}')
   (root / 'manifest.csv').write_text('\n'.join(rows) + '\n')
-  counts = {}
   for balance in ('resample', 'class_weights'):
-    config = _data_config(tmp_path, root, modalities=('cxr',), balance=balance)
+    config = _data_config(tmp_path, root, balance=balance)
     data = pipeline.load(config, str(tmp_path / 'work'), seed=0)
-    stream = pipeline.InputPipeline(data, config, 6, seed=0)
-    labels, weights = [], []
-    for epoch in range(4):
-      for batch in stream.train_epoch(epoch):
-        labels += batch['label'].tolist()
-        weights += batch['weight'].tolist()
-    counts[balance] = (np.mean(labels), collections.Counter(zip(labels, weights)))
-  assert 0.35 <= counts['resample'][0] <= 0.65  # 20% COVID in the data.
-  train = [f.record.label for f in data.facts if data.assignment.get(f.record.key) == 'train']
-  covid_weight = len(train) / (2 * sum(train))
-  covid_weights = {w for (label, w) in counts['class_weights'][1] if label == 1}
-  assert len(covid_weights) == 1 and covid_weights.pop() == pytest.approx(covid_weight)
+    stream = pipeline.InputPipeline(data, config, 7, seed=0)
+    drawn = [(data.facts[i].record.modality, data.facts[i].record.label, w)
+             for epoch in range(6) for batch in stream.train_epoch(epoch)
+             for i, w in zip(batch['example_id'], batch['weight'])]
+    train = [data.facts[i].record for i in data.split_ids('train')]
+    if balance == 'resample':
+      cxr = [label for modality, label, _ in drawn if modality == 'cxr']
+      assert 0.38 <= np.mean(cxr) <= 0.62  # 20% COVID among the CXR images.
+      cxr_share = sum(r.modality == 'cxr' for r in train) / len(train)
+      assert abs(len(cxr) / len(drawn) - cxr_share) <= 0.1  # Modalities keep their share.
+    else:
+      covid_cxr = sum(r.modality == 'cxr' and r.label == 1 for r in train)
+      cxr = sum(r.modality == 'cxr' for r in train)
+      expected = (cxr / len(train) / 2) * len(train) / covid_cxr
+      weights = {w for modality, label, w in drawn if (modality, label) == ('cxr', 1)}
+      assert len(weights) == 1 and weights.pop() == pytest.approx(expected)
+      assert np.mean([stream._weights.numpy()[i] for i in data.split_ids('train')]) == (
+          pytest.approx(1.0))
 
 
 def test_bad_files_stop_the_run_unless_skipped(tmp_path):

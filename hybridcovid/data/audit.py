@@ -176,6 +176,7 @@ def format_table(report: Mapping) -> str:
       f'patients in more than one split: {len(report["patients_across_splits"])}',
       f'exact duplicates across splits: {len(report["exact_duplicates_across_splits"])}',
       f'near duplicates across splits: {len(report["near_duplicates_across_splits"])}',
+      f'dropped from test/validation as duplicates: {len(report.get("dropped_duplicates", []))}',
       f'bad files: {len(report["bad_files"])}',
   ]
   return '\n'.join(lines)

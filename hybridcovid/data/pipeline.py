@@ -6,6 +6,7 @@ augmented, dropping the remainder) and evaluation passes (every example
 exactly once, the last batch padded and masked).
 """
 
+import collections
 import dataclasses
 import json
 import math
@@ -95,10 +96,14 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
         f'{[folder for _, folder in source_folders(data_config, workdir)]}.')
 
   split_path = data_config.split_file or os.path.join(workdir, SPLIT_FILE)
+  if data_config.split_file and not os.path.isfile(split_path):
+    raise splits.SplitError(f'{split_path}: no such split file. Fix '
+                            '--config.data.split_file, or leave it empty to split '
+                            'by patient automatically.')
   records = [fact.record for fact in facts]
   fractions = dict(zip(splits.SPLITS, data_config.split_fractions))
   if os.path.exists(split_path):
-    assignment = splits.load_split(split_path, records)
+    assignment = splits.load_split(split_path, records, fractions, seed)
     logging.info('Using the split in %s.', split_path)
   else:
     assignment = splits.assign_splits(records, fractions, seed)
@@ -110,15 +115,35 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
                        min_correlation=data_config.near_duplicate_correlation)
   report['dropped_duplicates'] = (
       audit.keys_to_drop(report) if data_config.drop_duplicates else [])
+  dropped = set(report['dropped_duplicates'])
+  assignment = {key: split for key, split in assignment.items() if key not in dropped}
+  # Balance as trained and evaluated: after duplicates are dropped.
+  report['class_balance'] = audit.class_balance(
+      [fact for fact in facts if fact.record.key in assignment], assignment)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, AUDIT_FILE), 'w') as f:
     json.dump(report, f, indent=1)
   logging.info('Data audit (%s):\n%s', os.path.join(workdir, AUDIT_FILE),
                audit.format_table(report))
   audit.check_patients(report)
-  dropped = set(report['dropped_duplicates'])
-  assignment = {key: split for key, split in assignment.items() if key not in dropped}
+  _check_classes_per_split(report['class_balance'])
   return LoadedData(prepared, facts, assignment, report)
+
+
+def _check_classes_per_split(balance: dict) -> None:
+  """Training needs both classes of each modality; evaluation should have them."""
+  for split, by_modality in balance.items():
+    for modality, counts in by_modality.items():
+      missing = [name for name, count in counts.items() if count == 0]
+      if not missing:
+        continue
+      message = (f'The {split} split has no {"/".join(missing)} {modality} images '
+                 f'({counts}).')
+      if split == 'train':
+        raise sources.DataSourceError(
+            f'{message} Add images of that class, or change '
+            '--config.data.split_fractions or --config.data.modalities.')
+      logging.warning('%s Its metrics for that class will be undefined.', message)
 
 
 def resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
@@ -158,24 +183,35 @@ class InputPipeline:
     self._labels = tf.constant([f.record.label for f in data.facts], tf.int32)
     self._modalities = tf.constant(
         [sources.MODALITIES.index(f.record.modality) for f in data.facts], tf.int32)
-    self._strata = self._stratum_ids(data.split_ids('train'))
-    self._weights = tf.constant(self._example_weights(), tf.float32)
-    self._train_cache = None
+    train_ids = data.split_ids('train')
+    self._strata = self._stratum_shares(train_ids)
+    self._weights = tf.constant(self._example_weights(train_ids), tf.float32)
+    self._caches: dict[str, tf.data.Dataset] = {}
 
-  def _stratum_ids(self, ids: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
-    strata = {}
-    for i in ids:
-      record = self.data.facts[i].record
-      strata.setdefault((record.modality, record.label), []).append(i)
-    return {key: np.array(value, np.int32) for key, value in sorted(strata.items())}
+  def _stratum_shares(self, ids: np.ndarray) -> dict[tuple[int, int], float]:
+    """Each (modality, label) stratum's share of a balanced epoch.
 
-  def _example_weights(self) -> np.ndarray:
-    """Loss weights: 1, or inverse stratum frequency for a class-weighted loss."""
+    Classes are equally frequent within each modality; modalities keep their
+    share of the training data.
+    """
+    counts = collections.Counter(
+        (sources.MODALITIES.index(self.data.facts[i].record.modality),
+         self.data.facts[i].record.label) for i in ids)
+    per_modality = collections.Counter(modality for modality, _ in counts.elements())
+    classes = collections.Counter(modality for modality, _ in counts)
+    return {stratum: per_modality[stratum[0]] / len(ids) / classes[stratum[0]]
+            for stratum in sorted(counts)}
+
+  def _example_weights(self, train_ids: np.ndarray) -> np.ndarray:
+    """Loss weights: 1, or for a class-weighted loss the stratum's balanced share
+    over its actual share (mean 1 over the training split)."""
     weights = np.ones(len(self.data.facts), np.float32)
     if self.config.balance == 'class_weights':
-      total = sum(len(ids) for ids in self._strata.values())
-      for ids in self._strata.values():
-        weights[ids] = total / (len(self._strata) * len(ids))
+      stratum_of = {int(i): (sources.MODALITIES.index(self.data.facts[i].record.modality),
+                             self.data.facts[i].record.label) for i in train_ids}
+      sizes = collections.Counter(stratum_of.values())
+      for i, stratum in stratum_of.items():
+        weights[i] = self._strata[stratum] * len(train_ids) / sizes[stratum]
     elif self.config.balance not in ('resample', 'none'):
       raise ValueError(f'Unknown balance {self.config.balance!r}; choose '
                        "'resample', 'class_weights' or 'none'.")
@@ -223,20 +259,32 @@ class InputPipeline:
             'weight': tf.gather(self._weights, example_id),
             'mask': tf.constant(True)}
 
-  def _train_strata(self) -> list[tf.data.Dataset]:
-    if self._train_cache is None:
-      groups = (list(self._strata.values()) if self.config.balance == 'resample'
-                else [self.data.split_ids('train')])
-      self._train_cache = [self._examples(ids).cache() for ids in groups]
-    return self._train_cache
+  def _cached(self, split: str) -> tf.data.Dataset:
+    """This process's resized images of `split`, decoded once and kept in memory."""
+    if split not in self._caches:
+      cached = self._examples(self.data.split_ids(split)).cache()
+      for _ in cached.prefetch(AUTOTUNE):  # One full pass completes the cache.
+        pass
+      self._caches[split] = cached
+    return self._caches[split]
 
   def train_epoch(self, epoch: int) -> Iterator[dict]:
     """The batches of one training epoch; the same epoch always gives the same batches."""
+    if self.steps_per_epoch == 0:
+      raise sources.DataSourceError(
+          f'The training split has {len(self.data.split_ids("train"))} images, '
+          f'fewer than one batch of {self.global_batch_size}; lower '
+          '--config.train.batch_size or add data.')
     seed = self.seed * 1_000_003 + epoch
-    strata = [stratum.shuffle(self.config.shuffle_buffer, seed=seed + i).repeat()
-              for i, stratum in enumerate(self._train_strata())]
-    dataset = (tf.data.Dataset.sample_from_datasets(strata, seed=seed)
-               if len(strata) > 1 else strata[0])
+    cached = self._cached('train')
+    if self.config.balance == 'resample':
+      strata = [cached.filter(self._in_stratum(stratum))
+                .shuffle(self.config.shuffle_buffer, seed=seed + i).repeat()
+                for i, stratum in enumerate(self._strata)]
+      dataset = tf.data.Dataset.sample_from_datasets(
+          strata, weights=list(self._strata.values()), seed=seed)
+    else:
+      dataset = cached.shuffle(self.config.shuffle_buffer, seed=seed).repeat()
     images_per_epoch = self.steps_per_epoch * self.batch_size
     dataset = dataset.take(images_per_epoch).enumerate()
     augment_config = self.config.augment
@@ -250,13 +298,22 @@ class InputPipeline:
     dataset = dataset.batch(self.batch_size, drop_remainder=True)
     return dataset.prefetch(AUTOTUNE).as_numpy_iterator()
 
+  def _in_stratum(self, stratum: tuple[int, int]):
+    modality, label = stratum
+
+    def predicate(example):
+      example_id = example['example_id']
+      return tf.logical_and(tf.gather(self._modalities, example_id) == modality,
+                            tf.gather(self._labels, example_id) == label)
+
+    return predicate
+
   def eval_batches(self, split: str) -> Iterator[dict]:
     """Every example of `split` exactly once; padding has mask False.
 
     All processes yield the same number of batches, padded as needed.
     """
-    dataset = self._examples(self.data.split_ids(split)).cache()
-    dataset = dataset.map(self._with_targets, num_parallel_calls=AUTOTUNE)
+    dataset = self._cached(split).map(self._with_targets, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(self.batch_size).map(self._pad_batch)
     size = self.config.image_size
     filler = tf.data.Dataset.from_tensors({

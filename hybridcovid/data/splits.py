@@ -12,6 +12,7 @@ import json
 import os
 from typing import Iterable, Mapping
 
+from absl import logging
 import numpy as np
 
 from hybridcovid import errors
@@ -33,9 +34,10 @@ def _patient_stratum(records: list[Record]) -> tuple[str, int]:
 def assign_splits(records: Iterable[Record], fractions: Mapping[str, float],
                   seed: int) -> dict[str, str]:
   """Returns {record key: split name}, deterministic for a seed."""
-  if sorted(fractions) != sorted(SPLITS) or any(f < 0 for f in fractions.values()):
-    raise SplitError(f'Split fractions need {SPLITS} with non-negative values; '
-                     f'got {dict(fractions)}.')
+  if (sorted(fractions) != sorted(SPLITS) or any(f < 0 for f in fractions.values())
+      or sum(fractions.values()) <= 0):
+    raise SplitError(f'Split fractions need {SPLITS} with non-negative values '
+                     f'and a positive sum; got {dict(fractions)}.')
   total = sum(fractions.values())
   shares = np.array([fractions[name] / total for name in SPLITS])
   by_patient = collections.defaultdict(list)
@@ -68,11 +70,18 @@ def save_split(path: str, assignment: Mapping[str, str], fractions: Mapping[str,
                'assignment': dict(sorted(assignment.items()))}, f, indent=1)
 
 
-def load_split(path: str, records: Iterable[Record]) -> dict[str, str]:
-  """Reads a split file and checks it assigns every record to a known split."""
+def load_split(path: str, records: Iterable[Record],
+               fractions: Mapping[str, float] | None = None,
+               seed: int | None = None) -> dict[str, str]:
+  """Reads a split file and checks it assigns every record to a known split.
+
+  A file made with other fractions or another seed than given is used as it
+  is, with a warning: the split of a run never changes under it.
+  """
   try:
     with open(path) as f:
-      assignment = json.load(f)['assignment']
+      saved = json.load(f)
+    assignment = saved['assignment']
   except (OSError, ValueError, KeyError, TypeError) as error:
     raise SplitError(f'{path}: not a readable split file ({error}). Remove it to '
                      'split again, or point --config.data.split_file at a '
@@ -86,4 +95,9 @@ def load_split(path: str, records: Iterable[Record]) -> dict[str, str]:
         f'(first: {missing[:3]}), unknown split names {unknown}. The data '
         'changed since the split was made: use a new work directory, or '
         'delete the split file to split again.')
+  made_with = (saved.get('fractions'), saved.get('seed'))
+  if fractions is not None and made_with != (dict(fractions), seed):
+    logging.warning('%s was made with fractions %s and seed %s, not %s and %s as '
+                    'configured; it is used as it is. Delete it to split anew.',
+                    path, made_with[0], made_with[1], dict(fractions), seed)
   return {key: assignment[key] for key in keys}

@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from hybridcovid import errors
+
 MODALITIES = ('cxr', 'ct')
 LABELS = ('COVID', 'Normal')
 MANIFEST_NAME = 'manifest.csv'
@@ -437,11 +439,11 @@ def generate(root: str, seed: int = 0, patients_per_class: int = 40,
       the data set of these parameters.
   """
   if seed < 0:
-    raise ValueError(f'seed must be a non-negative integer; got {seed}.')
+    raise errors.UserError(f'seed must be a non-negative integer; got {seed}.')
   if patients_per_class < 1:
-    raise ValueError(f'patients_per_class must be at least 1; got {patients_per_class}.')
+    raise errors.UserError(f'patients_per_class must be at least 1; got {patients_per_class}.')
   if image_size < MIN_IMAGE_SIZE:
-    raise ValueError(f'image_size must be at least {MIN_IMAGE_SIZE}; got {image_size}.')
+    raise errors.UserError(f'image_size must be at least {MIN_IMAGE_SIZE}; got {image_size}.')
   parameters = {'seed': seed, 'patients_per_class': patients_per_class,
                 'image_size': image_size}
   manifest_path = os.path.join(root, MANIFEST_NAME)
@@ -453,7 +455,7 @@ def generate(root: str, seed: int = 0, patients_per_class: int = 40,
         existing = json.load(f)
     if existing == parameters:
       return manifest_path
-    raise ValueError(
+    raise errors.UserError(
         f'{root} is not empty and does not hold the synthetic data set of '
         f'{parameters} (it holds {existing or "other files"}). Choose an empty '
         'folder, or delete this one.')
