@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybridcovid import convert, models
+from hybridcovid import convert, hashing, models
 from hybridcovid.convert import layer_table
 import keras_reference
 
@@ -81,6 +81,30 @@ def test_names_without_suffix_keras3_format_and_renamed_layers_convert_alike(
   model.save_weights(keras3)
   for variant in (no_suffix, renamed, keras3):
     _assert_same_variables(convert.from_keras_h5(arch, variant), reference)
+
+
+def test_keras_option_uses_the_cached_file_without_downloading(keras_file, tmp_path,
+                                                                monkeypatch):
+  arch, _, path = keras_file
+  from hybridcovid.convert import __main__ as command
+  file_name, url, _ = command.KERAS_FILES[arch]
+  cached = tmp_path / 'models' / file_name
+  cached.parent.mkdir()
+  cached.write_bytes(open(path, 'rb').read())
+  monkeypatch.setenv('KERAS_HOME', str(tmp_path))
+  monkeypatch.setitem(command.KERAS_FILES, arch, (file_name, url, hashing.file_md5(path)))
+  assert command.fetch_with_keras(arch) == str(cached)
+
+
+def test_renamed_layers_in_another_order_are_refused(keras_file, tmp_path):
+  arch, model, _ = keras_file
+  path = str(tmp_path / 'shuffled.h5')
+  keras_reference.save_legacy_h5(model, path, prefix='old_')
+  with h5py.File(path, 'a') as f:
+    names = list(f.attrs['layer_names'])
+    f.attrs['layer_names'] = names[:5] + names[5:][::-1]
+  with pytest.raises(convert.WeightsError, match='does not hold'):
+    convert.from_keras_h5(arch, path)
 
 
 def test_wrong_architecture_names_the_file_and_missing_layers(keras_file):

@@ -40,13 +40,20 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Checkpoint directory to write.')
 
 
 def fetch_with_keras(arch: str) -> str:
-  """Returns the path of the ImageNet file, downloading it through Keras if needed."""
+  """Returns the path of the ImageNet file: Keras' cached copy, else a Keras download."""
   file_name, url, md5 = KERAS_FILES[arch]
-  cached = os.path.join(os.path.expanduser('~'), '.keras', 'models', file_name)
+  keras_home = os.environ.get('KERAS_HOME', os.path.join(os.path.expanduser('~'), '.keras'))
+  cached = os.path.join(keras_home, 'models', file_name)
+  if os.path.isfile(cached) and hashing.file_md5(cached) == md5:
+    return cached
   try:
-    import keras  # Only this option needs Keras (and TensorFlow).
-    return keras.utils.get_file(file_name, url, cache_subdir='models',
-                                file_hash=md5)
+    import keras  # Only a download needs Keras (and TensorFlow).
+  except ImportError as error:
+    raise keras_h5.WeightsError(
+        f'--keras_h5=keras needs Keras to download {url}; install it, or '
+        f'download the file yourself and pass --keras_h5=PATH.') from error
+  try:
+    return keras.utils.get_file(file_name, url, cache_subdir='models', file_hash=md5)
   except Exception as error:  # Keras wraps network failures in several types.
     raise keras_h5.WeightsError(
         f'Could not download {url} ({error}). On a machine with internet, '
@@ -64,6 +71,9 @@ def main(argv: list[str]) -> None:
 
 def convert(arch: str, path: str, output: str) -> None:
   """Converts `path` (or the Keras download, for 'keras') into checkpoint `output`."""
+  if os.path.exists(output):
+    raise keras_h5.WeightsError(f'{output} already exists; choose a new --output '
+                                'or remove it first.')
   if path == 'keras':
     path = fetch_with_keras(arch)
   variables = keras_h5.from_keras_h5(arch, path)

@@ -112,10 +112,14 @@ def _match_layers(arch: str, path: str, layers: list[layer_table.KerasLayer],
   unexpected = [name for name in found if name not in set(expected)]
   if not missing and not unexpected:
     return {name: file_layers[name] for name in expected}
-  if len(found) == len(expected):
-    logging.warning('%s: layer names differ from keras.applications %s (first: '
-                    '%s); matching layers by order, with every shape checked.',
-                    path, arch, _listing(missing))
+  renamed = len(found) == len(expected) and all(
+      file_name.endswith(name) for file_name, name in zip(found, expected))
+  if renamed:
+    # Older saves prefix layer names; order and suffix must still agree, so two
+    # layers of equal shape (a shortcut and its 1x1 twin) cannot swap.
+    logging.warning('%s: layer names carry a prefix (first: %s); matched by '
+                    'order and name suffix, with every shape checked.',
+                    path, found[0])
     return {name: file_layers[file_name]
             for name, file_name in zip(expected, found)}
   raise WeightsError(
