@@ -9,6 +9,7 @@ import functools
 from typing import Any, Iterator
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from hybridcovid.models import preprocessing
@@ -71,6 +72,48 @@ def b0_blocks() -> Iterator[BlockArgs]:
       index += 1
 
 
+def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
+  """TF 'SAME' padding (before, after) of one spatial dimension."""
+  total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
+  return total // 2, total - total // 2
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise convolution with TF 'SAME' padding; kernel (k, k, 1, channels).
+
+  On CPU it is computed as a sum of k*k shifted, strided slices times
+  per-channel weights, which XLA fuses into a few loops: several times
+  faster there than its grouped convolution, forward and backward. Other
+  backends use the grouped convolution. Both give the same values.
+  """
+
+  kernel_size: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    channels, k, stride = x.shape[-1], self.kernel_size, self.strides
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, channels),
+                        jnp.float32).astype(self.dtype)
+    x = x.astype(self.dtype)
+    padding = [same_padding(x.shape[1], k, stride), same_padding(x.shape[2], k, stride)]
+    if jax.default_backend() != 'cpu':
+      return jax.lax.conv_general_dilated(
+          x, kernel, (stride, stride), padding, feature_group_count=channels,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    padded = jnp.pad(x, [(0, 0), *padding, (0, 0)])
+    out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+    out = None
+    for i in range(k):
+      for j in range(k):
+        window = padded[:, i:i + (out_h - 1) * stride + 1:stride,
+                        j:j + (out_w - 1) * stride + 1:stride, :]
+        term = window * kernel[i, j, 0]
+        out = term if out is None else out + term
+    return out
+
+
 class MBConv(nn.Module):
   """Inverted residual block with squeeze-and-excitation (Keras `block`)."""
 
@@ -92,8 +135,7 @@ class MBConv(nn.Module):
       x = conv(filters, (1, 1), name='expand_conv')(x)
       x = nn.swish(norm(name='expand_bn')(x))
     # TF 'SAME' equals Keras' correct_pad + 'valid' at stride 2 for these kernels.
-    x = conv(filters, (args.kernel_size,) * 2, strides=args.strides,
-             feature_group_count=filters, name='dwconv')(x)
+    x = DepthwiseConv(args.kernel_size, args.strides, dtype=self.dtype, name='dwconv')(x)
     x = nn.swish(norm(name='bn')(x))
 
     squeeze_filters = max(1, int(args.filters_in * SQUEEZE_EXCITE_RATIO))
