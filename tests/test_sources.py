@@ -95,6 +95,18 @@ def test_unusable_folders_are_named_with_the_fix(tmp_path, files, message):
   assert str(tmp_path) in str(error.value)
 
 
+def test_empty_class_folder_is_named(tmp_path):
+  _touch(tmp_path, 'COVID/a.png')
+  os.makedirs(tmp_path / 'Normal')
+  with pytest.raises(sources.DataSourceError, match='Normal: class folder without images'):
+    sources.scan_folder(str(tmp_path))
+  os.makedirs(tmp_path / 'ct' / 'COVID')
+  os.makedirs(tmp_path / 'ct' / 'non-COVID')
+  _touch(tmp_path, 'ct/COVID/b.png')
+  with pytest.raises(sources.DataSourceError, match='non-COVID: class folder without images'):
+    sources.scan_ctscan(str(tmp_path / 'ct'))
+
+
 def test_missing_folder_and_bad_manifest_line(tmp_path):
   with pytest.raises(sources.DataSourceError, match='nowhere: no such folder'):
     sources.scan_folder(str(tmp_path / 'nowhere'))

@@ -75,6 +75,16 @@ def _images_below(folder: str) -> list[str]:
   return found
 
 
+def _class_images(folder: str) -> list[str]:
+  """The images below a class folder; an empty class folder is an error naming it."""
+  images = _images_below(folder)
+  if not images:
+    raise DataSourceError(
+        f'{folder}: class folder without images (PNG, JPEG or DICOM). Put the '
+        'images of that class there, or remove the folder.')
+  return images
+
+
 def _file_patient_id(source: str, relpath: str) -> str:
   """Stands in for an unknown patient: the image alone."""
   return f'{source}:{relpath}'
@@ -155,9 +165,10 @@ def scan_folder(root: str, modality: str = 'cxr', source: str | None = None
     for group_modality, folder, name in groups:
       label = label_from_name(name)
       if label is None:
-        logging.info('%s: folder %s names no known label; ignored.', root, folder)
+        logging.warning('%s: folder %s names no known label (such as COVID, '
+                        'Normal or non-COVID); its images are ignored.', root, folder)
         continue
-      for path in _images_below(folder):
+      for path in _class_images(folder):
         relpath = os.path.relpath(path, root)
         group_source = f'{source}-{group_modality}'
         records.append(Record(path, relpath, label, group_modality, group_source,
@@ -191,7 +202,7 @@ def _scan_kaggle(root: str, names: dict[str, int], modality: str, source: str
   records = []
   for label, folder in sorted(_find_class_folders(root, names).items()):
     images = os.path.join(folder, 'images')  # Newer layout; masks/ is ignored.
-    for path in _images_below(images if os.path.isdir(images) else folder):
+    for path in _class_images(images if os.path.isdir(images) else folder):
       relpath = os.path.relpath(path, root)
       records.append(Record(path, relpath, label, modality, source,
                             _file_patient_id(source, relpath), False))
