@@ -21,6 +21,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.pretrained = ml_collections.ConfigDict(
       {'resnet50': '', 'efficientnetb0': ''})
 
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 100
+  config.train.batch_size = 32
+  config.train.optimizer = 'adam'  # 'adam' (AdamW when weight_decay > 0) or 'sgd'.
+  config.train.learning_rate = 1e-3
+  config.train.schedule = 'constant'  # Or 'warmup_cosine'.
+  config.train.warmup_epochs = 0.0
+  config.train.weight_decay = 0.0
+  config.train.gradient_clip_norm = 0.0  # 0 turns clipping off.
+  # Transfer learning: train only the head for this many epochs, then
+  # fine-tune the backbones at this fraction of the learning rate.
+  config.train.head_only_epochs = 0
+  config.train.finetune_learning_rate_factor = 0.1
+
   config.data = ml_collections.ConfigDict()
   # Where the data come from: the paper's data sets (manual downloads; layout
   # 'radiography' / 'ctscan', or 'folder' for a folder of your own), any
