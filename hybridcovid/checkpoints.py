@@ -1,0 +1,108 @@
+"""Training checkpoints: the latest few for resuming, the best one kept apart.
+
+`WORKDIR/checkpoints/` holds the latest `keep` epochs; `WORKDIR/best/` holds
+the epoch with the best validation metric. The two are separate Orbax
+managers, so choosing the best never deletes the newest checkpoint a resume
+needs. Each checkpoint stores the training state and a JSON record (the
+config, the split, input checksums, the seed, versions, devices, metrics).
+Saves are asynchronous; call `wait` before the process exits.
+"""
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+
+from hybridcovid import errors
+
+LATEST_DIR = 'checkpoints'
+BEST_DIR = 'best'
+
+
+class CheckpointError(errors.UserError):
+  """No usable checkpoint where one was expected."""
+
+
+class RunCheckpoints:
+  """Saves an epoch's state and record; restores the latest or the best."""
+
+  def __init__(self, workdir: str, keep: int = 3):
+    workdir = os.path.abspath(workdir)
+    self._latest = ocp.CheckpointManager(
+        os.path.join(workdir, LATEST_DIR),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self._best = ocp.CheckpointManager(
+        os.path.join(workdir, BEST_DIR),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    self.best_metric = self._best_metric_so_far()
+
+  def _best_metric_so_far(self) -> float | None:
+    step = self._best.latest_step()
+    if step is None:
+      return None
+    record = self._best.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))
+    return record.record['validation_metric']
+
+  def save(self, epoch: int, state: Any, record: dict,
+           validation_metric: float | None = None) -> bool:
+    """Saves `epoch`; also as the best if `validation_metric` beats every earlier one.
+
+    Returns whether it became the best.
+    """
+    record = {**record, 'epoch': epoch, 'validation_metric': validation_metric}
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              record=ocp.args.JsonSave(record))
+    self._latest.save(epoch, args=args)
+    improved = validation_metric is not None and (
+        self.best_metric is None or validation_metric > self.best_metric)
+    if improved:
+      self._best.save(epoch, args=args)
+      self.best_metric = validation_metric
+    return improved
+
+  def _restore(self, manager: ocp.CheckpointManager, step: int, target: Any
+               ) -> tuple[Any, dict]:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+    return restored.state, restored.record
+
+  def restore_latest(self, target: Any) -> tuple[Any, dict] | None:
+    """The newest restorable checkpoint shaped like `target`, or None if there is none.
+
+    A damaged newest checkpoint is reported and the one before it is used, so
+    a crash during a save loses at most that epoch.
+    """
+    steps = sorted(self._latest.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        return self._restore(self._latest, step, target)
+      except Exception as error:  # Orbax raises many types for damaged files.
+        logging.warning('Checkpoint of epoch %d in %s cannot be restored (%s: %s); '
+                        'trying the one before.', step, self._latest.directory,
+                        type(error).__name__, error)
+    if steps:
+      raise CheckpointError(
+          f'No checkpoint in {self._latest.directory} can be restored (epochs '
+          f'{steps}). Delete that folder to train from the start, or use a new '
+          '--workdir.')
+    return None
+
+  def restore_best(self, target: Any) -> tuple[Any, dict]:
+    """The best checkpoint by the validation metric, shaped like `target`."""
+    step = self._best.latest_step()
+    if step is None:
+      raise CheckpointError(f'{self._best.directory} holds no checkpoint: train first '
+                            '(python main.py --config=... --workdir=...).')
+    return self._restore(self._best, step, target)
+
+  def wait(self) -> None:
+    """Blocks until every asynchronous save is on disk."""
+    self._latest.wait_until_finished()
+    self._best.wait_until_finished()
+
+  def close(self) -> None:
+    self._latest.close()
+    self._best.close()

@@ -1,0 +1,72 @@
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hybridcovid import checkpoints, train
+
+
+def _state(seed):
+  model = nn.Dense(3)
+  params = model.init(jax.random.key(seed), jnp.ones((1, 4)))['params']
+  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(0.1),
+                                  batch_stats={})
+  grads = jax.tree.map(jnp.ones_like, params)
+  return state.apply_gradients(grads=grads)  # Non-trivial Adam moments.
+
+
+def _assert_same(a, b):
+  # Leaf by leaf: the static apply_fn differs between two model instances.
+  assert len(jax.tree.leaves(a)) == len(jax.tree.leaves(b))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_latest_are_kept_for_resume_and_the_best_apart(tmp_path):
+  run = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
+  metrics = [0.5, 0.9, 0.7, 0.6, 0.8]
+  states = [_state(epoch) for epoch in range(5)]
+  became_best = [run.save(epoch, states[epoch], {'seed': 7}, metric)
+                 for epoch, metric in enumerate(metrics)]
+  run.wait()
+  assert became_best == [True, True, False, False, False]
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '4']
+  latest, record = run.restore_latest(_state(99))
+  _assert_same(latest, states[4])
+  assert record == {'seed': 7, 'epoch': 4, 'validation_metric': 0.8}
+  best, record = run.restore_best(_state(99))
+  _assert_same(best, states[1])
+  assert record['epoch'] == 1
+  run.close()
+  reopened = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
+  assert reopened.best_metric == 0.9
+  assert not reopened.save(5, states[0], {}, 0.85)
+  reopened.wait()
+  reopened.close()
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+  run = checkpoints.RunCheckpoints(str(tmp_path), keep=3)
+  for epoch in range(2):
+    run.save(epoch, _state(epoch), {}, None)
+  run.wait()
+  for root, _, files in os.walk(tmp_path / 'checkpoints' / '1'):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  state, record = run.restore_latest(_state(99))
+  _assert_same(state, _state(0))
+  assert record['epoch'] == 0
+  run.close()
+
+
+def test_nothing_to_restore(tmp_path):
+  run = checkpoints.RunCheckpoints(str(tmp_path))
+  assert run.restore_latest(_state(0)) is None
+  with pytest.raises(checkpoints.CheckpointError, match='holds no checkpoint: train first'):
+    run.restore_best(_state(0))
+  run.close()
