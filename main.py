@@ -15,10 +15,11 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
 _MODE = flags.DEFINE_enum(
-    'mode', 'summary', ['summary', 'audit'],
-    'summary: build the model, load its pretrained backbones and write '
-    'model_summary.json. audit: prepare and check the data, split it by '
-    'patient and write split.json and audit.json.')
+    'mode', 'train', ['train', 'summary', 'audit'],
+    'train: train, select the checkpoint on validation, evaluate it on test '
+    'and write metrics.json. summary: build the model, load its pretrained '
+    'backbones and write model_summary.json. audit: prepare and check the '
+    'data, split it by patient and write split.json and audit.json.')
 
 
 def main(argv: list[str]) -> None:
@@ -27,7 +28,10 @@ def main(argv: list[str]) -> None:
   logging.info('Config:\n%s', _CONFIG.value)
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    if _MODE.value == 'summary':
+    if _MODE.value == 'train':
+      from hybridcovid import experiment  # Imports TensorFlow (the data pipeline).
+      experiment.train_and_evaluate(config, workdir)
+    elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
     elif _MODE.value == 'audit':
       from hybridcovid.data import pipeline  # Imports TensorFlow.

@@ -6,6 +6,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # How the train step runs on several devices: 'shard_map' (jit over
+  # shard_map) or 'pmap'; both give the same result.
+  config.parallel = 'shard_map'
 
   config.model = ml_collections.ConfigDict()
   # One backbone gives the paper's single-model classifier, two the hybrid.
@@ -34,6 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   # fine-tune the backbones at this fraction of the learning rate.
   config.train.head_only_epochs = 0
   config.train.finetune_learning_rate_factor = 0.1
+  # The validation metric that picks the checkpoint evaluated on test.
+  config.train.selection_metric = 'accuracy'
 
   config.data = ml_collections.ConfigDict()
   # Where the data come from: the paper's data sets (manual downloads; layout

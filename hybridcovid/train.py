@@ -106,3 +106,18 @@ def compile_train_step(mesh: jax.sharding.Mesh, parallel: str = 'shard_map'
 
     return pmap_step
   raise ValueError(f"Unknown parallel mode {parallel!r}; choose 'shard_map' or 'pmap'.")
+
+
+def eval_step(state: TrainState, batch: dict) -> jax.Array:
+  """COVID probabilities of this device's share of the batch, in inference mode."""
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          batch['image'], train=False)
+  return jax.nn.softmax(logits)[:, 1]
+
+
+def compile_eval_step(mesh: jax.sharding.Mesh) -> Callable[[TrainState, dict], jax.Array]:
+  """`eval_step` over every device of `mesh`: (state, global batch) -> probabilities."""
+  split = jax.sharding.PartitionSpec(BATCH_AXIS)
+  return jax.jit(jax.shard_map(eval_step, mesh=mesh,
+                               in_specs=(jax.sharding.PartitionSpec(), split),
+                               out_specs=split, check_vma=False))

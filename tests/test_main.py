@@ -14,7 +14,7 @@ def _main(*flags):
 
 
 def test_main_reports_a_bad_pretrained_path_without_a_traceback(tmp_path):
-  result = _main(f'--workdir={tmp_path}', '--config.data.image_size=32',
+  result = _main('--mode=summary', f'--workdir={tmp_path}', '--config.data.image_size=32',
                  "--config.model.backbones=('efficientnetb0',)",
                  f'--config.model.pretrained.efficientnetb0={tmp_path}/missing')
   assert result.returncode == 1
@@ -37,3 +37,11 @@ def test_audit_mode_writes_the_split_and_the_report(tmp_path):
                   f'--config.data.folder_dir={tmp_path}/nowhere')
   assert missing.returncode == 1 and 'nowhere: no such folder' in missing.stderr
   assert 'Traceback' not in missing.stderr
+
+
+def test_training_without_data_says_how_to_get_it(tmp_path):
+  result = _main(f'--workdir={tmp_path}')
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: No data given.') and '--config.data.synthetic=True' in last
+  assert 'Traceback' not in result.stderr

@@ -190,7 +190,7 @@ def test_leaking_split_file_is_refused_after_the_audit_is_written(tmp_path):
 
 def test_no_data_explains_how_to_get_it_and_run_the_demo(tmp_path):
   config = default.get_config().data
-  with pytest.raises(sources.DataSourceError, match='hybrid.py:demo'):
+  with pytest.raises(sources.DataSourceError, match='--config.data.synthetic=True'):
     pipeline.load(config, str(tmp_path), seed=0)
 
 

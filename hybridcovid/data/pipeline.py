@@ -60,8 +60,8 @@ def source_folders(data_config: ml_collections.ConfigDict, workdir: str
         'SARS-CoV-2 CT-scan dataset from Kaggle and pass '
         '--config.data.cxr_dir=... --config.data.ct_dir=... (or any folder of '
         'COVID and normal images with --config.data.folder_dir=...). To try '
-        'the whole pipeline on the built-in synthetic images, run the demo: '
-        'python main.py --config=configs/hybrid.py:demo --workdir=DIR')
+        'the whole pipeline on the built-in synthetic images, add '
+        '--config.data.synthetic=True.')
   return folders
 
 
