@@ -82,8 +82,9 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
   the run, so the report is there to read.
   """
   ct_window = (data_config.ct_window_level, data_config.ct_window_width)
+  folders = source_folders(data_config, workdir)
   prepared = [builders.prepared_builder(layout, folder, data_config.tfds_dir, ct_window)
-              for layout, folder in source_folders(data_config, workdir)]
+              for layout, folder in folders]
   facts = [fact for builder in prepared for fact in builders.read_facts(builder)
            if fact.record.modality in data_config.modalities]
   bad = [fact for fact in facts if fact.error]
@@ -93,7 +94,7 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
   if not facts:
     raise sources.DataSourceError(
         f'No usable {"/".join(data_config.modalities)} images in '
-        f'{[folder for _, folder in source_folders(data_config, workdir)]}.')
+        f'{[folder for _, folder in folders]}.')
 
   split_path = data_config.split_file or os.path.join(workdir, SPLIT_FILE)
   if data_config.split_file and not os.path.isfile(split_path):
