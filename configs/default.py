@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.split_file = ''  # '' writes and reuses WORKDIR/split.json.
   config.data.drop_duplicates = True  # Drop cross-split copies from test/validation.
   # Grey 16x16 thumbnails correlating at least this much are near duplicates.
-  config.data.near_duplicate_correlation = 0.97
+  config.data.near_duplicate_correlation = 0.99
   config.data.image_size = 224
   config.data.resize = 'pad'  # 'pad' keeps the aspect ratio, 'squash' stretches.
   config.data.balance = 'resample'  # 'resample', 'class_weights' or 'none'.
