@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import checkpoints, convert, errors, hashing, metrics, models
+from hybridcovid import checkpoints, errors, hashing, metrics, models
 from hybridcovid import optimizers, train
 from hybridcovid.data import pipeline, sources
 
@@ -113,13 +113,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   stream = pipeline.InputPipeline(
       data, config.data, config.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), config.seed)
-  size = config.data.image_size
-  variables = jax.jit(models.create_classifier(config.model).init)(
-      jax.random.key(config.seed), np.zeros((1, size, size, 3), np.uint8))
-  variables = convert.load_pretrained(variables, dict(config.model.pretrained))
   model = models.create_classifier(config.model, axis_name=train.BATCH_AXIS)
   optimizer = optimizers.create_optimizer(config.train, stream.steps_per_epoch)
-  state = train.create_train_state(model, None, size, optimizer, variables)
+  state = train.create_train_state(model, optimizer, train.initial_variables(config))
 
   run = checkpoints.RunCheckpoints(workdir)
   start_epoch = 0

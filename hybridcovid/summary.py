@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from hybridcovid import convert, models
+from hybridcovid import models, train
 
 
 def _size(tree: Any) -> int:
@@ -21,9 +21,8 @@ def summarize(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = models.create_classifier(config.model)
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.uint8)
-  variables = jax.jit(model.init)(jax.random.key(config.seed), images)
+  variables = train.initial_variables(config)
   pretrained = dict(config.model.pretrained)
-  variables = convert.load_pretrained(variables, pretrained)
   logits = jax.jit(model.apply)(variables, images)
   parts = {name: _size(variables['params'][name])
            + _size(variables['batch_stats'].get(name, {}))

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hybridcovid import convert, models
+
 BATCH_AXIS = 'batch'
 
 
@@ -26,13 +28,18 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
-def create_train_state(model: nn.Module, rng: jax.Array, image_size: int,
-                       optimizer: optax.GradientTransformation,
-                       variables: dict | None = None) -> TrainState:
-  """A fresh state for `model`, or one holding the given (e.g. pretrained) variables."""
-  if variables is None:
-    images = jnp.zeros((1, image_size, image_size, 3), jnp.uint8)
-    variables = jax.jit(model.init)(rng, images)
+def initial_variables(config: Any) -> dict:
+  """The configured classifier's fresh variables, with its pretrained backbones loaded."""
+  size = config.data.image_size
+  images = jnp.zeros((1, size, size, 3), jnp.uint8)
+  variables = jax.jit(models.create_classifier(config.model).init)(
+      jax.random.key(config.seed), images)
+  return convert.load_pretrained(variables, dict(config.model.pretrained))
+
+
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
+                       variables: dict) -> TrainState:
+  """A state holding `variables` (see `initial_variables`) for `model`."""
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}), tx=optimizer)
 

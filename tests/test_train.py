@@ -30,7 +30,7 @@ for name, devices, parallel in [('one', jax.devices()[:1], 'shard_map'),
                                 ('eight', jax.devices(), 'shard_map'),
                                 ('pmap', jax.devices(), 'pmap')]:
   fresh = jax.tree.map(jnp.array, init)  # The step donates its input state.
-  state = train.create_train_state(model, None, 64, optax.sgd(0.05), variables=fresh)
+  state = train.create_train_state(model, optax.sgd(0.05), fresh)
   step = train.compile_train_step(train.create_mesh(devices), parallel)
   state, metrics = step(state, batch, jax.random.key(1))
   results[name] = jax.device_get((state.params, state.batch_stats, metrics))
