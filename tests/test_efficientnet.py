@@ -66,22 +66,3 @@ def test_stochastic_depth_only_on_identity_blocks_and_only_in_training():
   outs = [strided.apply(strided_vars, x, train=True, rngs={'dropout': jax.random.key(seed)},
                         mutable=['batch_stats'])[0] for seed in (1, 2)]
   np.testing.assert_array_equal(outs[0], outs[1])
-
-
-@pytest.mark.parametrize('kernel_size, strides, height, width', [
-    (3, 1, 9, 7), (3, 2, 9, 7), (5, 2, 12, 10), (5, 1, 6, 11)])
-def test_depthwise_conv_equals_grouped_convolution_with_same_padding(
-    kernel_size, strides, height, width):
-  x = np.random.default_rng(0).normal(size=(2, height, width, 6)).astype(np.float32)
-  layer = efficientnet.DepthwiseConv(kernel_size, strides)
-  variables = layer.init(jax.random.key(0), x)
-  kernel = variables['params']['kernel']
-  expected = jax.lax.conv_general_dilated(
-      x, kernel, (strides, strides), 'SAME', feature_group_count=6,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
-  grad = jax.grad(lambda k: jnp.sum(layer.apply({'params': {'kernel': k}}, x) ** 2))(kernel)
-  expected_grad = jax.grad(lambda k: jnp.sum(jax.lax.conv_general_dilated(
-      x, k, (strides, strides), 'SAME', feature_group_count=6,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) ** 2))(kernel)
-  np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-4)

@@ -9,10 +9,10 @@ import functools
 from typing import Any, Iterator
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from hybridcovid.models import preprocessing
+from hybridcovid.models.conv import Conv, DepthwiseConv
 
 BATCHNORM_EPSILON = 1e-3
 BATCHNORM_MOMENTUM = 0.99
@@ -72,62 +72,21 @@ def b0_blocks() -> Iterator[BlockArgs]:
       index += 1
 
 
-def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
-  """TF 'SAME' padding (before, after) of one spatial dimension."""
-  total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
-  return total // 2, total - total // 2
-
-
-class DepthwiseConv(nn.Module):
-  """Depthwise convolution with TF 'SAME' padding; kernel (k, k, 1, channels).
-
-  On CPU it is computed as a sum of k*k shifted, strided slices times
-  per-channel weights, which XLA fuses into a few loops: several times
-  faster there than its grouped convolution, forward and backward. Other
-  backends use the grouped convolution. Both give the same values.
-  """
-
-  kernel_size: int
-  strides: int = 1
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    channels, k, stride = x.shape[-1], self.kernel_size, self.strides
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, channels),
-                        jnp.float32).astype(self.dtype)
-    x = x.astype(self.dtype)
-    padding = [same_padding(x.shape[1], k, stride), same_padding(x.shape[2], k, stride)]
-    if jax.default_backend() != 'cpu':
-      return jax.lax.conv_general_dilated(
-          x, kernel, (stride, stride), padding, feature_group_count=channels,
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    padded = jnp.pad(x, [(0, 0), *padding, (0, 0)])
-    out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
-    out = None
-    for i in range(k):
-      for j in range(k):
-        window = padded[:, i:i + (out_h - 1) * stride + 1:stride,
-                        j:j + (out_w - 1) * stride + 1:stride, :]
-        term = window * kernel[i, j, 0]
-        out = term if out is None else out + term
-    return out
-
-
 class MBConv(nn.Module):
   """Inverted residual block with squeeze-and-excitation (Keras `block`)."""
 
   args: BlockArgs
   dtype: Any = jnp.float32
   axis_name: str | None = None
+  batchnorm_momentum: float = BATCHNORM_MOMENTUM
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, train: bool) -> jnp.ndarray:
     args = self.args
-    conv = functools.partial(nn.Conv, dtype=self.dtype, padding='SAME',
+    conv = functools.partial(Conv, dtype=self.dtype, padding='SAME',
                              use_bias=False)
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+        nn.BatchNorm, use_running_average=not train, momentum=self.batchnorm_momentum,
         epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
     filters = args.filters_in * args.expand_ratio
     x = inputs
@@ -140,8 +99,8 @@ class MBConv(nn.Module):
 
     squeeze_filters = max(1, int(args.filters_in * SQUEEZE_EXCITE_RATIO))
     se = jnp.mean(x, axis=(1, 2), keepdims=True)
-    se = nn.Conv(squeeze_filters, (1, 1), dtype=self.dtype, name='se_reduce')(se)
-    se = nn.Conv(filters, (1, 1), dtype=self.dtype,
+    se = Conv(squeeze_filters, (1, 1), dtype=self.dtype, name='se_reduce')(se)
+    se = Conv(filters, (1, 1), dtype=self.dtype,
                  name='se_expand')(nn.swish(se))
     x = x * nn.sigmoid(se)
 
@@ -161,25 +120,28 @@ class EfficientNetB0(nn.Module):
 
   Applies x/255 and the ImageNet mean and std its ImageNet weights expect.
   `axis_name` names the device axis over which BatchNorm statistics are
-  averaged in training (None: this device's batch only).
+  averaged in training (None: this device's batch only);
+  `batchnorm_momentum` is the running statistics' decay (Keras': 0.99).
   """
 
   dtype: Any = jnp.float32
   axis_name: str | None = None
+  batchnorm_momentum: float = BATCHNORM_MOMENTUM
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     preprocessing.check_image_batch(images, 'EfficientNetB0')
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+        nn.BatchNorm, use_running_average=not train, momentum=self.batchnorm_momentum,
         epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
     x = preprocessing.imagenet_mean_std(images).astype(self.dtype)
-    x = nn.Conv(STEM_FILTERS, (3, 3), strides=2, padding='SAME', use_bias=False,
+    x = Conv(STEM_FILTERS, (3, 3), strides=2, padding='SAME', use_bias=False,
                 dtype=self.dtype, name='stem_conv')(x)
     x = nn.swish(norm(name='stem_bn')(x))
     for block in b0_blocks():
       x = MBConv(block, dtype=self.dtype, axis_name=self.axis_name,
+                 batchnorm_momentum=self.batchnorm_momentum,
                  name=block.name)(x, train)
-    x = nn.Conv(TOP_FILTERS, (1, 1), use_bias=False, dtype=self.dtype,
+    x = Conv(TOP_FILTERS, (1, 1), use_bias=False, dtype=self.dtype,
                 name='top_conv')(x)
     return nn.swish(norm(name='top_bn')(x))

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hybridcovid.models import preprocessing
+from hybridcovid.models.conv import Conv
 
 # (filters, blocks, stride of the first block) for stages conv2 .. conv5.
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
@@ -26,12 +27,13 @@ class Bottleneck(nn.Module):
   projection: bool = False
   dtype: Any = jnp.float32
   axis_name: str | None = None
+  batchnorm_momentum: float = BATCHNORM_MOMENTUM
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = functools.partial(nn.Conv, dtype=self.dtype, padding='VALID')
+    conv = functools.partial(Conv, dtype=self.dtype, padding='VALID')
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+        nn.BatchNorm, use_running_average=not train, momentum=self.batchnorm_momentum,
         epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
     shortcut = x
     if self.projection:
@@ -51,20 +53,22 @@ class ResNet50(nn.Module):
 
   Applies the Keras "caffe" input normalisation its ImageNet weights expect.
   `axis_name` names the device axis over which BatchNorm statistics are
-  averaged in training (None: this device's batch only).
+  averaged in training (None: this device's batch only);
+  `batchnorm_momentum` is the running statistics' decay (Keras': 0.99).
   """
 
   dtype: Any = jnp.float32
   axis_name: str | None = None
+  batchnorm_momentum: float = BATCHNORM_MOMENTUM
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     preprocessing.check_image_batch(images, 'ResNet50')
     x = preprocessing.caffe(images).astype(self.dtype)
     x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
-    x = nn.Conv(64, (7, 7), strides=2, padding='VALID', dtype=self.dtype,
+    x = Conv(64, (7, 7), strides=2, padding='VALID', dtype=self.dtype,
                 name='conv1_conv')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.batchnorm_momentum,
                      epsilon=BATCHNORM_EPSILON, dtype=self.dtype,
                      axis_name=self.axis_name, name='conv1_bn')(x)
     x = nn.relu(x)
@@ -76,5 +80,6 @@ class ResNet50(nn.Module):
         x = Bottleneck(filters, strides=stride if block == 1 else 1,
                        projection=block == 1, dtype=self.dtype,
                        axis_name=self.axis_name,
+                       batchnorm_momentum=self.batchnorm_momentum,
                        name=f'conv{stage}_block{block}')(x, train)
     return x

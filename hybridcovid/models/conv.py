@@ -1,0 +1,129 @@
+"""Convolutions for the backbones, with fast paths for XLA's CPU backend.
+
+XLA:CPU runs convolutions far below its matrix-product speed, and depthwise
+convolutions slowest of all. On CPU, `Conv` is therefore computed as one
+matrix product of the k*k shifted, strided input windows (im2col) with the
+kernel, whose gradients are matrix products too; `DepthwiseConv` is a sum of
+k*k shifted windows times per-channel weights, which XLA fuses. Other
+backends use XLA's convolutions. Both paths compute the same function with
+the parameters of `flax.linen.Conv` (kernel (k, k, in, out), optional bias).
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
+  """TF 'SAME' padding (before, after) of one spatial dimension."""
+  total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
+  return total // 2, total - total // 2
+
+
+def _explicit_padding(padding: str | Sequence[tuple[int, int]], shape: Sequence[int],
+                      kernel_shape: Sequence[int], strides: Sequence[int]) -> Padding:
+  if padding == 'SAME':
+    return tuple(same_padding(shape[d + 1], kernel_shape[d], strides[d]) for d in range(2))
+  if padding == 'VALID':
+    return ((0, 0), (0, 0))
+  return tuple(tuple(pair) for pair in padding)
+
+
+def _windows(x: jnp.ndarray, kernel_shape: Sequence[int], strides: Sequence[int],
+             padding: Padding):
+  """Yields (i, j, window): the padded input seen by kernel tap (i, j), one row per output."""
+  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out_h = (padded.shape[1] - kernel_shape[0]) // strides[0] + 1
+  out_w = (padded.shape[2] - kernel_shape[1]) // strides[1] + 1
+  for i in range(kernel_shape[0]):
+    for j in range(kernel_shape[1]):
+      yield i, j, padded[:, i:i + (out_h - 1) * strides[0] + 1:strides[0],
+                         j:j + (out_w - 1) * strides[1] + 1:strides[1], :]
+
+
+def _xla_conv(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=DIMENSION_NUMBERS)
+
+
+def conv_as_matmul(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                   padding: Padding) -> jnp.ndarray:
+  """An NHWC convolution as one matrix product of the stacked input windows (im2col)."""
+  windows = [window for _, _, window in _windows(x, kernel.shape, strides, padding)]
+  patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
+  # Window (i, j) holds channels c at (i * kw + j) * in + c: the kernel's row-major order.
+  return jnp.einsum('nhwc,cd->nhwd', patches, kernel.reshape(-1, kernel.shape[-1]))
+
+
+class Conv(nn.Module):
+  """2-D NHWC convolution with the parameters of `flax.linen.Conv`.
+
+  Attributes:
+    features: output channels.
+    kernel_size: (height, width).
+    strides: an int or (height, width).
+    padding: 'SAME' (TensorFlow's), 'VALID' or ((top, bottom), (left, right)).
+    use_bias: whether to add a bias.
+    dtype: compute dtype; parameters stay float32.
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: str | Sequence[tuple[int, int]] = 'SAME'
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    strides = ((self.strides,) * 2 if isinstance(self.strides, int)
+               else tuple(self.strides))
+    kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), kernel_shape,
+                        jnp.float32).astype(self.dtype)
+    x = x.astype(self.dtype)
+    padding = _explicit_padding(self.padding, x.shape, self.kernel_size, strides)
+    if jax.default_backend() == 'cpu':
+      y = conv_as_matmul(x, kernel, strides, padding)
+    else:
+      y = _xla_conv(x, kernel, strides, padding)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,),
+                         jnp.float32).astype(self.dtype)
+    return y
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise convolution with TF 'SAME' padding; kernel (k, k, 1, channels).
+
+  On CPU it is a sum of k*k shifted, strided windows times per-channel
+  weights, which XLA fuses into a few loops, forward and backward. Other
+  backends use the grouped convolution.
+  """
+
+  kernel_size: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    channels, k, stride = x.shape[-1], self.kernel_size, self.strides
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, channels),
+                        jnp.float32).astype(self.dtype)
+    x = x.astype(self.dtype)
+    padding = _explicit_padding('SAME', x.shape, (k, k), (stride, stride))
+    if jax.default_backend() != 'cpu':
+      return lax.conv_general_dilated(
+          x, kernel, (stride, stride), padding, feature_group_count=channels,
+          dimension_numbers=DIMENSION_NUMBERS)
+    out = None
+    for i, j, window in _windows(x, (k, k), (stride, stride), padding):
+      term = window * kernel[i, j, 0]
+      out = term if out is None else out + term
+    return out
