@@ -42,6 +42,26 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
   return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def roc_curve(labels: np.ndarray, scores: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(false positive rates, true positive rates, thresholds) of the ROC curve.
+
+  One point per distinct score, from the highest threshold down, starting
+  at (0, 0) with an infinite threshold; rates are NaN without positives or
+  negatives.
+  """
+  labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float64)
+  order = np.argsort(-scores, kind='mergesort')
+  sorted_scores, sorted_labels = scores[order], labels[order]
+  last_of_each_score = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+  true_positives = np.cumsum(sorted_labels)[last_of_each_score]
+  false_positives = np.cumsum(~sorted_labels)[last_of_each_score]
+  with np.errstate(invalid='ignore', divide='ignore'):
+    tpr = np.r_[0, true_positives] / labels.sum()
+    fpr = np.r_[0, false_positives] / (~labels).sum()
+  return fpr, tpr, np.r_[np.inf, sorted_scores[last_of_each_score]]
+
+
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
   """Accuracy (Az), recall (Re), specificity (Sp), precision (PPV), NPV, F1 (F-M) and AUC.
 

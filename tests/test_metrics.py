@@ -64,3 +64,20 @@ def test_metrics_by_group_splits_by_modality():
   assert result['cxr']['accuracy'] == 1.0
   assert result['ct']['counts'] == {'tp': 1, 'fp': 1, 'fn': 1, 'tn': 0}
   assert result['overall']['accuracy'] == pytest.approx(4 / 6)
+
+
+_TWO_CLASS_CASES = [(labels, scores) for labels, scores in _cases()
+                    if len(set(labels.tolist())) == 2]
+
+
+@pytest.mark.parametrize('case', range(len(_TWO_CLASS_CASES)))
+def test_roc_curve_matches_scikit_learn(case):
+  labels, scores = _TWO_CLASS_CASES[case]
+  fpr, tpr, thresholds = metrics.roc_curve(labels, scores)
+  expected_fpr, expected_tpr, expected_thresholds = sk.roc_curve(
+      labels, scores, drop_intermediate=False)
+  np.testing.assert_allclose(fpr, expected_fpr, rtol=1e-12)
+  np.testing.assert_allclose(tpr, expected_tpr, rtol=1e-12)
+  np.testing.assert_allclose(thresholds[1:], expected_thresholds[1:], rtol=1e-12)
+  np.testing.assert_allclose(np.trapezoid(tpr, fpr), metrics.roc_auc(labels, scores),
+                             rtol=1e-12)

@@ -1,0 +1,200 @@
+"""The run's report: metrics.json, report.md in the paper's table layout, and figures.
+
+`WORKDIR/report/` holds `metrics.json`, `report.md`, `predictions.csv` (one
+row per test image), `confusion_matrix.png`, `roc.png` and
+`training_curves.png`. Every number is computed from the predictions given;
+the test split is the one the selected checkpoint was evaluated on once.
+"""
+
+import csv
+import json
+import math
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')
+from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from hybridcovid import metrics
+
+REPORT_DIR = 'report'
+METRICS_FILE = 'metrics.json'
+# The paper's column names (Tables 2-4) first, then the further metrics.
+TABLE_COLUMNS = (('accuracy', 'Az'), ('specificity', 'Sp'), ('recall', 'Re'),
+                 ('f1', 'F-M'), ('precision', 'PPV'), ('npv', 'NPV'), ('auc', 'AUC'))
+GROUP_NAMES = {'overall': 'All', 'cxr': 'CXR', 'ct': 'CT'}
+CLASS_NAMES = ('Normal', 'COVID')
+
+
+def percent(value: float) -> str:
+  """A metric as a percentage with two decimals, or 'n/a' when undefined."""
+  return 'n/a' if value is None or math.isnan(value) else f'{100 * value:.2f}'
+
+
+def group_name(group: str) -> str:
+  return GROUP_NAMES.get(group, group.removeprefix('source:'))
+
+
+def metrics_table(by_group: dict, label: str = 'Data') -> str:
+  """A Markdown table: one row per group, the paper's metrics in percent."""
+  header = [label, 'Images', 'COVID', *(short for _, short in TABLE_COLUMNS)]
+  rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for group, values in by_group.items():
+    counts = values['counts']
+    cells = [group_name(group), str(sum(counts.values())), str(counts['tp'] + counts['fn']),
+             *(percent(values[name]) for name, _ in TABLE_COLUMNS)]
+    rows.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(rows)
+
+
+def _groups(predictions: Sequence[dict]) -> dict[str, np.ndarray]:
+  """Masks of the overall set and of each modality present."""
+  modalities = np.array([row['modality'] for row in predictions])
+  groups = {'overall': np.ones(len(predictions), bool)}
+  for modality in sorted(set(modalities.tolist())):
+    groups[modality] = modalities == modality
+  return groups
+
+
+def plot_confusion_matrices(predictions: Sequence[dict], path: str,
+                            threshold: float = 0.5) -> None:
+  """One 2x2 confusion matrix (counts and row percentages) per group."""
+  labels = np.array([row['label'] for row in predictions])
+  scores = np.array([row['probability'] for row in predictions])
+  groups = _groups(predictions)
+  figure, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.4), squeeze=False)
+  for axis, (group, mask) in zip(axes[0], groups.items()):
+    counts = metrics.confusion_counts(labels[mask], scores[mask] >= threshold)
+    matrix = np.array([[counts['tn'], counts['fp']], [counts['fn'], counts['tp']]])
+    axis.imshow(matrix, cmap='Blues', vmin=0)
+    for (row, column), count in np.ndenumerate(matrix):
+      share = count / max(matrix[row].sum(), 1)
+      axis.text(column, row, f'{count}\n{100 * share:.1f}%', ha='center', va='center',
+                color='white' if count > matrix.max() / 2 else 'black')
+    axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
+             xlabel='Predicted', ylabel='True', title=group_name(group))
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def plot_roc_curves(predictions: Sequence[dict], path: str) -> None:
+  """ROC curves of every group with both classes, AUC in the legend."""
+  labels = np.array([row['label'] for row in predictions])
+  scores = np.array([row['probability'] for row in predictions])
+  figure, axis = plt.subplots(figsize=(4.8, 4.6))
+  for group, mask in _groups(predictions).items():
+    if len(set(labels[mask].tolist())) < 2:
+      continue
+    fpr, tpr, _ = metrics.roc_curve(labels[mask], scores[mask])
+    auc = metrics.roc_auc(labels[mask], scores[mask])
+    axis.plot(fpr, tpr, label=f'{group_name(group)} (AUC {auc:.3f})')
+  axis.plot([0, 1], [0, 1], ':', color='grey', label='Chance')
+  axis.set(xlabel='1 - specificity', ylabel='Sensitivity (recall)', xlim=(0, 1),
+           ylim=(0, 1.01), title='ROC on the test split')
+  axis.legend(loc='lower right')
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def plot_training_curves(history: Sequence[dict], path: str, selected_epoch: int) -> None:
+  """Training loss, training and validation accuracy and AUC, and learning rate per epoch."""
+  epochs = [entry['epoch'] + 1 for entry in history]
+  figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+  axes[0].plot(epochs, [entry['train_loss'] for entry in history], 'o-', label='Training')
+  axes[0].set(xlabel='Epoch', ylabel='Cross-entropy', title='Loss')
+  axes[1].plot(epochs, [entry['train_accuracy'] for entry in history], 'o-', label='Training accuracy')
+  axes[1].plot(epochs, [entry['validation']['accuracy'] for entry in history], 's-',
+               label='Validation accuracy')
+  axes[1].plot(epochs, [entry['validation']['auc'] for entry in history], '^-',
+               label='Validation AUC')
+  axes[1].axvline(selected_epoch + 1, color='grey', linestyle=':', label='Selected')
+  axes[1].set(xlabel='Epoch', title='Accuracy and AUC', ylim=(0, 1.02))
+  axes[2].plot(epochs, [entry['learning_rate'] for entry in history], 'o-')
+  axes[2].set(xlabel='Epoch', title='Learning rate (head, end of epoch)')
+  for axis in axes[:2]:
+    axis.legend(loc='best', fontsize='small')
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def write_predictions(predictions: Sequence[dict], path: str) -> None:
+  fields = ('key', 'patient_id', 'modality', 'source', 'label', 'probability')
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fields, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(predictions)
+
+
+def _markdown(result: dict, description: dict) -> str:
+  selection = result['selection_metric']
+  lines = [
+      f"# {description['title']}",
+      '',
+      f"Model: {description['model']}. Input {description['image_size']}x"
+      f"{description['image_size']}. Data: {description['data']}.",
+      f"Split by patient: {description['split']}.",
+      f"Checkpoint: epoch {result['selected_epoch'] + 1} of {description['epochs']}, "
+      f"chosen by validation {selection} ({percent(result['validation'][selection])}%). "
+      'The test split was used once, for the table below, and for nothing else.',
+      '',
+      '## Test results',
+      '',
+      'Percentages; COVID is the positive class, decision threshold '
+      f"{result['test']['overall']['threshold']}. Az: accuracy, Sp: specificity, "
+      'Re: recall (sensitivity), F-M: F1, PPV and NPV: positive and negative '
+      'predictive values, AUC: area under the ROC curve.',
+      '',
+      metrics_table({group: values for group, values in result['test'].items()
+                     if not group.startswith('source:')}),
+  ]
+  sources = {group: values for group, values in result['test'].items()
+             if group.startswith('source:')}
+  if len(sources) > 1:
+    lines += ['', '### By data source', '', metrics_table(sources, label='Source')]
+  lines += [
+      '',
+      '## Figures',
+      '',
+      '![Confusion matrices](confusion_matrix.png)',
+      '',
+      '![ROC curves](roc.png)',
+      '',
+      '![Training curves](training_curves.png)',
+  ]
+  if description.get('notes'):
+    lines += ['', '## Notes', '', *(f'- {note}' for note in description['notes'])]
+  return '\n'.join(lines) + '\n'
+
+
+def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
+                 history: Sequence[dict], description: dict) -> None:
+  """Writes every report file into `report_dir`.
+
+  Args:
+    report_dir: the folder to write, created if needed.
+    result: `selected_epoch`, `selection_metric`, `validation` (overall
+      metrics of the selected epoch) and `test` (metrics per group).
+    predictions: one dict per test image: key, patient_id, modality, source,
+      label (1 for COVID) and probability (of COVID).
+    history: one dict per epoch: epoch, train_loss, train_accuracy,
+      learning_rate and validation (overall metrics).
+    description: title, model, image_size, data, split and epochs as text,
+      and optional notes, for report.md.
+  """
+  os.makedirs(report_dir, exist_ok=True)
+  with open(os.path.join(report_dir, METRICS_FILE), 'w') as f:
+    json.dump({**result, 'history': list(history)}, f, indent=1, default=float)
+  write_predictions(predictions, os.path.join(report_dir, 'predictions.csv'))
+  plot_confusion_matrices(predictions, os.path.join(report_dir, 'confusion_matrix.png'),
+                          result['test']['overall']['threshold'])
+  plot_roc_curves(predictions, os.path.join(report_dir, 'roc.png'))
+  plot_training_curves(history, os.path.join(report_dir, 'training_curves.png'),
+                       result['selected_epoch'])
+  with open(os.path.join(report_dir, 'report.md'), 'w') as f:
+    f.write(_markdown(result, description))

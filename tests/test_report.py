@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+from PIL import Image
+
+from hybridcovid import metrics, report
+
+
+def _predictions():
+  rng = np.random.default_rng(0)
+  rows = []
+  for index in range(40):
+    modality = 'cxr' if index < 24 else 'ct'
+    label = index % 2
+    probability = float(np.clip(label * 0.5 + rng.normal(0.25, 0.2), 0, 1))
+    rows.append({'key': f'src:{index}.png', 'patient_id': f'p{index // 2}',
+                 'modality': modality, 'source': f'source-{modality}', 'label': label,
+                 'probability': probability})
+  return rows
+
+
+def _result(predictions):
+  labels = np.array([row['label'] for row in predictions])
+  scores = np.array([row['probability'] for row in predictions])
+  test = dict(metrics.metrics_by_group(labels, scores,
+                                       np.array([row['modality'] for row in predictions])))
+  return {'selected_epoch': 1, 'selection_metric': 'accuracy',
+          'validation': test['overall'], 'test': test}
+
+
+HISTORY = [{'epoch': epoch, 'train_loss': 0.7 - 0.1 * epoch, 'train_accuracy': 0.5 + 0.1 * epoch,
+            'learning_rate': 1e-3, 'validation': {'accuracy': 0.6 + 0.1 * epoch, 'auc': 0.7}}
+           for epoch in range(3)]
+DESCRIPTION = {'title': 'Test report', 'model': 'resnet50', 'image_size': 32,
+               'data': 'CXR, CT', 'split': 'train 1, validation 1, test 40', 'epochs': 3,
+               'notes': ['A note.']}
+
+
+def test_report_holds_every_file_and_the_table_states_the_metrics(tmp_path):
+  predictions = _predictions()
+  result = _result(predictions)
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  for name in ('confusion_matrix.png', 'roc.png', 'training_curves.png'):
+    with Image.open(tmp_path / name) as image:
+      assert image.format == 'PNG' and min(image.size) > 200
+  saved = json.loads((tmp_path / 'metrics.json').read_text())
+  assert saved['test']['overall']['counts'] == result['test']['overall']['counts']
+  assert saved['history'] == HISTORY
+  markdown = (tmp_path / 'report.md').read_text()
+  overall = result['test']['overall']
+  row = next(line for line in markdown.splitlines() if line.startswith('| All |'))
+  cells = [cell.strip() for cell in row.strip('|').split('|')]
+  assert cells[1:3] == ['40', '20']
+  assert cells[3:7] == [f'{100 * overall[name]:.2f}'
+                        for name in ('accuracy', 'specificity', 'recall', 'f1')]
+  assert any(line.startswith('| CT | 16 |') for line in markdown.splitlines())
+  assert 'epoch 2 of 3' in markdown and '- A note.' in markdown
+  rows = (tmp_path / 'predictions.csv').read_text().splitlines()
+  assert len(rows) == 41 and rows[0] == 'key,patient_id,modality,source,label,probability'
+
+
+def test_undefined_metrics_read_n_a():
+  by_group = {'ct': metrics.binary_metrics(np.zeros(4, int), np.full(4, 0.2))}
+  table = report.metrics_table(by_group)
+  # No COVID case: recall and F1 are undefined; specificity is 100%.
+  assert table.splitlines()[2] == '| CT | 4 | 0 | 100.00 | 100.00 | n/a | n/a | n/a | 100.00 | n/a |'
