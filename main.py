@@ -1,36 +1,83 @@
 """Entry point: `python main.py --config=configs/hybrid.py --workdir=DIR [--mode=...]`.
 
-Any config field can be overridden, e.g. `--config.model.dtype=bfloat16`.
+Any config field can be overridden, e.g. `--config.model.dtype=bfloat16`; a
+variant follows the file after a colon, e.g. `configs/hybrid.py:demo`.
 """
+
+import logging as python_logging
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from hybridcovid import errors, summary
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/hybrid.py.',
+    'config', None, 'Experiment config file, e.g. configs/hybrid.py or configs/hybrid.py:demo.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
 _MODE = flags.DEFINE_enum(
-    'mode', 'train', ['train', 'summary', 'audit'],
-    'train: train, select the checkpoint on validation, evaluate it on test '
-    'and write metrics.json. summary: build the model, load its pretrained '
-    'backbones and write model_summary.json. audit: prepare and check the '
-    'data, split it by patient and write split.json and audit.json.')
+    'mode', 'train', ['train', 'evaluate', 'predict', 'audit', 'summary'],
+    'train: train, select the checkpoint on validation, evaluate it once on test '
+    'and write WORKDIR/report/. evaluate: re-evaluate the selected checkpoint on '
+    'the test split, or with other --config.data.* on all of another data set '
+    '(external validation). audit: prepare and check the data, split it by '
+    'patient and write split.json and audit.json. summary: build the model, load '
+    'its pretrained backbones and write model_summary.json.')
+
+
+# Libraries whose informational messages would bury this program's own.
+QUIET_LIBRARIES = (f'{os.sep}orbax{os.sep}', f'{os.sep}tensorflow_datasets{os.sep}')
+
+
+class _QuietLibraries(python_logging.Filter):
+  """Keeps warnings and errors of QUIET_LIBRARIES, and everything of everything else."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return (record.levelno >= python_logging.WARNING
+            or not any(part in record.pathname for part in QUIET_LIBRARIES))
+
+
+def setup_jax(config) -> None:
+  """Compilation cache, deterministic kernels and multi-process start, before any device use."""
+  if config.deterministic:
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               ' --xla_gpu_deterministic_ops=true')
+  if config.compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(config.compilation_cache_dir))
+  distributed = config.distributed
+  address = distributed.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if address:
+    # Collectives between processes on CPU (tests, CPU clusters) need gloo.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(
+        coordinator_address=address,
+        num_processes=distributed.num_processes or None,
+        process_id=None if distributed.process_id < 0 else distributed.process_id)
+    logging.info('Process %d of %d.', jax.process_index(), jax.process_count())
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info('Config:\n%s', _CONFIG.value)
   config, workdir = _CONFIG.value, _WORKDIR.value
+  setup_jax(config)
   try:
-    if _MODE.value == 'train':
+    if _MODE.value in ('train', 'evaluate'):
       from hybridcovid import experiment  # Imports TensorFlow (the data pipeline).
-      experiment.train_and_evaluate(config, workdir)
+      run = experiment.train_and_evaluate if _MODE.value == 'train' else experiment.evaluate
+      run(config, workdir)
+    elif _MODE.value == 'predict':
+      raise errors.UserError(
+          '--mode=predict is not available in this version. To score a data set '
+          'with a trained run, use --mode=evaluate --workdir=RUN with '
+          '--config.data.folder_dir=FOLDER (external validation).')
     elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
     elif _MODE.value == 'audit':

@@ -39,11 +39,24 @@ class RunCheckpoints:
     self.best_metric = self._best_metric_so_far()
 
   def _best_metric_so_far(self) -> float | None:
-    step = self._best.latest_step()
-    if step is None:
+    if self._best.latest_step() is None:
       return None
-    record = self._best.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))
-    return record.record['validation_metric']
+    return self.best_record()['validation_metric']
+
+  def best_record(self) -> dict:
+    """The JSON record of the best checkpoint, without restoring its state."""
+    return self._record(self._best)
+
+  def latest_record(self) -> dict:
+    """The JSON record of the newest checkpoint, without restoring its state."""
+    return self._record(self._latest)
+
+  def _record(self, manager: ocp.CheckpointManager) -> dict:
+    step = manager.latest_step()
+    if step is None:
+      raise CheckpointError(f'{manager.directory} holds no checkpoint: train first '
+                            '(python main.py --config=... --workdir=...).')
+    return manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore())).record
 
   def save(self, epoch: int, state: Any, record: dict,
            validation_metric: float | None = None) -> bool:
@@ -92,11 +105,8 @@ class RunCheckpoints:
 
   def restore_best(self, target: Any) -> tuple[Any, dict]:
     """The best checkpoint by the validation metric, shaped like `target`."""
-    step = self._best.latest_step()
-    if step is None:
-      raise CheckpointError(f'{self._best.directory} holds no checkpoint: train first '
-                            '(python main.py --config=... --workdir=...).')
-    return self._restore(self._best, step, target)
+    self.best_record()  # Raises a clear error if there is none.
+    return self._restore(self._best, self._best.latest_step(), target)
 
   def wait(self) -> None:
     """Blocks until every asynchronous save is on disk."""

@@ -1,10 +1,15 @@
-"""Train, select on validation, evaluate once on test: the main job.
+"""Train, select on validation, evaluate once on test and report: the main job.
 
 Every epoch is checkpointed; a run started on a work directory with
 checkpoints resumes after the latest one. The checkpoint with the best
-validation metric is evaluated on the test split once, at the end.
+validation metric is evaluated on the test split once, at the end, and the
+report is written to `WORKDIR/report/`. `evaluate` re-evaluates that
+checkpoint, on the run's own test split or on another data set (external
+validation: every image of it, nothing tuned).
 """
 
+import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -15,16 +20,24 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
+import tensorflow as tf
 import tqdm
 
 from hybridcovid import checkpoints, errors, hashing, metrics, models
-from hybridcovid import optimizers, train
+from hybridcovid import optimizers, report, train
 from hybridcovid.data import pipeline, sources
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',
             'tensorflow-datasets', 'numpy')
-METRICS_FILE = 'metrics.json'
 INPUTS_FILE = 'inputs.json'
+TENSORBOARD_DIR = 'tensorboard'
+EXTERNAL_DIR = 'external'
+# The data fields that name the images; any difference makes an evaluation external.
+DATA_SOURCE_FIELDS = ('cxr_dir', 'cxr_layout', 'ct_dir', 'ct_layout', 'folder_dir',
+                      'synthetic', 'synthetic_seed', 'synthetic_patients_per_class',
+                      'synthetic_image_size', 'modalities')
+# Fields the model was trained with; evaluation always uses the checkpoint's.
+DATA_MODEL_FIELDS = ('image_size', 'resize', 'ct_window_level', 'ct_window_width')
 
 
 class DivergedError(errors.UserError):
@@ -41,12 +54,26 @@ def _versions() -> dict[str, str]:
   return versions
 
 
+def _is_writer() -> bool:
+  """Whether this process writes the files every process would write alike."""
+  return jax.process_index() == 0
+
+
+def load_data(data_config: ml_collections.ConfigDict, workdir: str, seed: int
+              ) -> pipeline.LoadedData:
+  """`pipeline.load`, run by process 0 first so that it alone prepares and writes."""
+  data = pipeline.load(data_config, workdir, seed) if _is_writer() else None
+  multihost_utils.sync_global_devices('data prepared')
+  return data or pipeline.load(data_config, workdir, seed)
+
+
 def _write_inputs(workdir: str, data: pipeline.LoadedData) -> str:
   """Writes every input file's sha256 once; returns the digest the checkpoints name."""
-  path = os.path.join(workdir, INPUTS_FILE)
-  with open(path, 'w') as f:
-    json.dump({fact.record.key: fact.sha256 for fact in data.facts}, f, indent=0)
-  return hashing.file_sha256(path)
+  text = json.dumps({fact.record.key: fact.sha256 for fact in data.facts}, indent=0)
+  if _is_writer():
+    with open(os.path.join(workdir, INPUTS_FILE), 'w') as f:
+      f.write(text)
+  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _run_record(config: ml_collections.ConfigDict, workdir: str, inputs_digest: str) -> dict:
@@ -76,8 +103,7 @@ def predict_split(state: train.TrainState, stream: pipeline.InputPipeline, split
     device_batch = _global_batch({'image': batch['image']}, sharding)
     output = np.asarray(multihost_utils.process_allgather(
         eval_fn(state, device_batch), tiled=True))
-    mask = np.asarray(multihost_utils.process_allgather(
-        batch['mask'], tiled=True))
+    mask = np.asarray(multihost_utils.process_allgather(batch['mask'], tiled=True))
     batch_ids = np.asarray(multihost_utils.process_allgather(
         batch['example_id'], tiled=True))
     ids.append(batch_ids[mask])
@@ -85,8 +111,8 @@ def predict_split(state: train.TrainState, stream: pipeline.InputPipeline, split
   return np.concatenate(ids), np.concatenate(probabilities)
 
 
-def evaluate_split(state, stream, split, eval_fn, sharding) -> dict:
-  """Metrics overall and per modality and source on `split`."""
+def evaluate_split(state, stream, split, eval_fn, sharding) -> tuple[dict, list[dict]]:
+  """Metrics overall, per modality and per source on `split`, and one row per image."""
   ids, probabilities = predict_split(state, stream, split, eval_fn, sharding)
   records = [stream.data.facts[i].record for i in ids]
   labels = np.array([record.label for record in records])
@@ -96,13 +122,81 @@ def evaluate_split(state, stream, split, eval_fn, sharding) -> dict:
       labels, probabilities, np.array([record.source for record in records])).items():
     if source != 'overall':
       result[f'source:{source}'] = values
-  return result
+  predictions = [{'key': record.key, 'patient_id': record.patient_id,
+                  'modality': record.modality, 'source': record.source,
+                  'label': record.label, 'probability': float(probability)}
+                 for record, probability in zip(records, probabilities)]
+  return result, predictions
+
+
+def _describe(config: ml_collections.ConfigDict, data: pipeline.LoadedData,
+              title: str) -> dict:
+  backbones = tuple(config.model.backbones)
+  model = ' + '.join(backbones) + (' (hybrid)' if len(backbones) > 1 else '')
+  pretrained = [name for name in backbones if config.model.pretrained[name]]
+  model += (f', ImageNet-initialised {", ".join(pretrained)}' if pretrained
+            else ', randomly initialised')
+  counts = {split: len(data.split_ids(split)) for split in ('train', 'validation', 'test')}
+  patients = {split: len({data.facts[i].record.patient_id for i in data.split_ids(split)})
+              for split in counts}
+  modalities = sorted({fact.record.modality for fact in data.facts})
+  sources_seen = sorted({fact.record.source for fact in data.facts})
+  notes = []
+  if config.data.synthetic:
+    notes.append('Synthetic images generated by hybridcovid.data.synthetic: these numbers '
+                 'check the software, they say nothing about real patients.')
+  if not pretrained:
+    notes.append('No ImageNet weights were loaded (--config.model.pretrained.*), unlike '
+                 'the paper.')
+  return {
+      'title': title,
+      'model': model,
+      'image_size': config.data.image_size,
+      'data': f'{", ".join(m.upper() for m in modalities)} from {", ".join(sources_seen)}',
+      'split': ', '.join(f'{split} {counts[split]} images of {patients[split]} patients'
+                         for split in counts),
+      'epochs': config.train.epochs,
+      'notes': notes,
+  }
+
+
+class _Summaries:
+  """TensorBoard scalars, written by process 0 only."""
+
+  def __init__(self, workdir: str):
+    self._writer = (tf.summary.create_file_writer(os.path.join(workdir, TENSORBOARD_DIR))
+                    if _is_writer() else None)
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    if self._writer is None:
+      return
+    with self._writer.as_default():
+      for name, value in values.items():
+        tf.summary.scalar(name, value, step=step)
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+def _create_state(config, model, optimizer, mesh, run: checkpoints.RunCheckpoints):
+  """The latest checkpoint's state and record, or a fresh state and None."""
+  abstract = train.abstract_train_state(model, optimizer, config.data.image_size, mesh)
+  restored = run.restore_latest(abstract)
+  if restored is not None:
+    return restored
+  fresh = train.create_train_state(model, optimizer, train.initial_variables(config))
+  return train.replicate(fresh, mesh), None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains, keeps the best validation checkpoint, evaluates it on test; returns the test metrics."""
+  """Trains, keeps the best validation checkpoint, evaluates it on test, writes the report.
+
+  Returns the report's metrics: the selected epoch, its validation metrics,
+  the test metrics per group and the per-epoch history.
+  """
   workdir = os.path.abspath(workdir)
-  data = pipeline.load(config.data, workdir, config.seed)
+  data = load_data(config.data, workdir, config.seed)
   for split in ('validation', 'test'):
     if not len(data.split_ids(split)):
       raise sources.DataSourceError(
@@ -114,28 +208,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       data, config.data, config.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), config.seed)
   model = models.create_classifier(config.model, axis_name=train.BATCH_AXIS)
+  # The head-only epochs keep the backbones whole: weights and BatchNorm statistics.
+  head_only_model = model.clone(freeze_backbone_batchnorm=True)
   optimizer = optimizers.create_optimizer(config.train, stream.steps_per_epoch)
-  state = train.create_train_state(model, optimizer, train.initial_variables(config))
-
+  learning_rate = optimizers.learning_rate_schedule(config.train, stream.steps_per_epoch)
   run = checkpoints.RunCheckpoints(workdir)
-  start_epoch = 0
-  restored = run.restore_latest(state)
   record = _run_record(config, workdir, _write_inputs(workdir, data))
-  if restored is not None:
-    state, previous = restored
-    start_epoch = previous['epoch'] + 1
+  state, previous = _create_state(config, model, optimizer, mesh, run)
+  history = []
+  if previous is not None:
+    history = previous['history']
     if previous.get('config') != record['config']:
       logging.warning('The config differs from the one the checkpoint was written with; '
                       'resuming with the new one.')
-    logging.info('Resuming after epoch %d from %s.', previous['epoch'], workdir)
+    logging.info('Resuming after epoch %d from %s.', previous['epoch'] + 1, workdir)
 
   train_fn = train.compile_train_step(mesh, config.parallel)
   eval_fn = train.compile_eval_step(mesh)
   rng = jax.random.key(config.seed + 1)
-  for epoch in range(start_epoch, config.train.epochs):
+  summaries = _Summaries(workdir)
+  for epoch in range(len(history), config.train.epochs):
+    state = state.replace(apply_fn=(
+        head_only_model if epoch < config.train.head_only_epochs else model).apply)
+    # Counted in images, so that the rate reads in images/s.
     progress = tqdm.tqdm(stream.train_epoch(epoch), total=stream.steps_per_epoch,
-                         desc=f'epoch {epoch + 1}/{config.train.epochs}',
-                         disable=jax.process_index() != 0)
+                         desc=f'epoch {epoch + 1}/{config.train.epochs}', unit='img',
+                         unit_scale=config.train.batch_size, disable=not _is_writer())
+    losses, accuracies = [], []
     for batch in progress:
       state, step_metrics = train_fn(state, _global_batch(batch, sharding), rng)
       loss = float(step_metrics['loss'])
@@ -145,21 +244,98 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f'The loss became {loss} in epoch {epoch + 1}; the last good checkpoint '
             f'is kept in {workdir}. Lower --config.train.learning_rate or set '
             '--config.train.gradient_clip_norm.')
+      losses.append(loss)
+      accuracies.append(float(step_metrics['accuracy']))
+      step = int(state.step)
       progress.set_postfix(loss=f'{loss:.4f}')
-    validation = evaluate_split(state, stream, 'validation', eval_fn, sharding)
+      summaries.scalars(step, {'train/loss': loss, 'train/accuracy': accuracies[-1],
+                               'train/learning_rate': float(learning_rate(step))})
+    validation, _ = evaluate_split(state, stream, 'validation', eval_fn, sharding)
     selection = validation['overall'][config.train.selection_metric]
-    logging.info('Epoch %d: validation %s %.4f.', epoch + 1,
-                 config.train.selection_metric, selection)
-    run.save(epoch, state, {**record, 'validation': validation['overall']},
+    logging.info('Epoch %d: training loss %.4f, validation %s %.4f, AUC %.4f.', epoch + 1,
+                 np.mean(losses), config.train.selection_metric, selection,
+                 validation['overall']['auc'])
+    summaries.scalars(int(state.step), {
+        f'validation/{name}': validation['overall'][name] for name in metrics.METRIC_NAMES})
+    history.append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
+                    'train_accuracy': float(np.mean(accuracies)),
+                    'learning_rate': float(learning_rate(int(state.step))),
+                    'validation': validation['overall']})
+    run.save(epoch, state, {**record, 'validation': validation['overall'],
+                            'history': history},
              None if np.isnan(selection) else float(selection))
+  summaries.close()
   run.wait()
+  return _evaluate_and_report(config, workdir, run, state, stream, eval_fn, sharding,
+                              report.REPORT_DIR, data, history)
 
-  best, best_record = run.restore_best(state)
-  test = evaluate_split(best, stream, 'test', eval_fn, sharding)
+
+def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, sharding,
+                         report_dir, data, history, title='hybridcovid report') -> dict:
+  """Evaluates the best checkpoint on the test split; process 0 writes the report."""
+  best, best_record = run.restore_best(template)
+  test, predictions = evaluate_split(best, stream, 'test', eval_fn, sharding)
   result = {'selected_epoch': best_record['epoch'],
-            'selection_metric': config.train.selection_metric,
+            'selection_metric': best_record['config']['train']['selection_metric'],
             'validation': best_record['validation'], 'test': test}
-  with open(os.path.join(workdir, METRICS_FILE), 'w') as f:
-    json.dump(result, f, indent=1, default=float)
+  if _is_writer():
+    report.write_report(os.path.join(workdir, report_dir), result, predictions, history,
+                        _describe(config, data, title))
+    logging.info('Report written to %s.', os.path.join(workdir, report_dir, 'report.md'))
   run.close()
-  return result
+  return {**result, 'history': history}
+
+
+def _external_name(data_config: ml_collections.ConfigDict) -> str:
+  """A folder name for an external data set: its folders' names and a short digest."""
+  fields = {name: data_config[name] for name in DATA_SOURCE_FIELDS}
+  folders = [os.path.basename(os.path.normpath(data_config[name]))
+             for name in ('cxr_dir', 'ct_dir', 'folder_dir') if data_config[name]]
+  stem = '-'.join(folders) or ('synthetic' if data_config.synthetic else 'data')
+  digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode())
+  return f'{stem}-{digest.hexdigest()[:8]}'
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Re-evaluates the run's selected checkpoint and rewrites its report.
+
+  With the data the run was trained on, the test split is evaluated into
+  `WORKDIR/report/`. With any other data (`--config.data.*`), every image of
+  that data set is evaluated as it is, nothing tuned on it, into
+  `WORKDIR/external/<name>/report/`. The model and its input size always
+  come from the checkpoint.
+  """
+  workdir = os.path.abspath(workdir)
+  run = checkpoints.RunCheckpoints(workdir)
+  trained = ml_collections.ConfigDict(run.best_record()['config'])
+  data_config = ml_collections.ConfigDict(config.data.to_dict())
+  for name in DATA_MODEL_FIELDS:
+    data_config[name] = trained.data[name]
+  external = any(_normalised(data_config[name]) != _normalised(trained.data[name])
+                 for name in DATA_SOURCE_FIELDS)
+  if external:
+    data_dir = os.path.join(workdir, EXTERNAL_DIR, _external_name(data_config))
+    data = load_data(data_config, data_dir, config.seed)
+    data = dataclasses.replace(
+        data, assignment={fact.record.key: 'test' for fact in data.facts})
+    report_dir, title = os.path.relpath(os.path.join(data_dir, report.REPORT_DIR), workdir), \
+        'hybridcovid external validation report'
+    logging.info('External validation on all %d images of %s.', len(data.facts), data_dir)
+  else:
+    data = load_data(data_config, workdir, trained.seed)
+    report_dir, title = report.REPORT_DIR, 'hybridcovid report'
+  mesh = train.create_mesh()
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
+  stream = pipeline.InputPipeline(
+      data, data_config, trained.train.batch_size, jax.local_device_count(),
+      jax.process_index(), jax.process_count(), trained.seed)
+  model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
+  template = train.abstract_train_state(
+      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size, mesh)
+  return _evaluate_and_report(trained, workdir, run, template, stream,
+                              train.compile_eval_step(mesh), sharding, report_dir, data,
+                              run.latest_record()['history'], title)
+
+
+def _normalised(value):
+  return list(value) if isinstance(value, (list, tuple)) else value

@@ -32,8 +32,12 @@ def initial_variables(config: Any) -> dict:
   """The configured classifier's fresh variables, with its pretrained backbones loaded."""
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.uint8)
-  variables = jax.jit(models.create_classifier(config.model).init)(
-      jax.random.key(config.seed), images)
+  rng = jax.random.key(config.seed)
+  init = jax.jit(models.create_classifier(config.model).init).lower(rng, images)
+  # Initialisation runs once: on CPU, optimising its hundreds of random-number
+  # kernels takes longer than running them unoptimised.
+  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
+  variables = init.compile(compiler_options=options)(rng, images)
   return convert.load_pretrained(variables, dict(config.model.pretrained))
 
 
@@ -42,6 +46,21 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
   """A state holding `variables` (see `initial_variables`) for `model`."""
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}), tx=optimizer)
+
+
+def abstract_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
+                         image_size: int, mesh: jax.sharding.Mesh) -> TrainState:
+  """The shapes and dtypes of a state, replicated over `mesh`, computing nothing.
+
+  The target to restore a checkpoint into without initialising a model first.
+  """
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.uint8)
+  shapes = jax.eval_shape(
+      lambda rng, images: create_train_state(model, optimizer, model.init(rng, images)),
+      jax.random.key(0), images)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      shapes)
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array
@@ -81,6 +100,17 @@ def create_mesh(devices: list | None = None) -> jax.sharding.Mesh:
   """A one-dimensional mesh over `devices` (all devices by default)."""
   devices = jax.devices() if devices is None else devices
   return jax.sharding.Mesh(np.array(devices), (BATCH_AXIS,))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """`tree` placed whole on every device of `mesh`, as the compiled steps take and return it.
+
+  Every process passes the same values. A state placed otherwise would make
+  the first and second steps compile separately.
+  """
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 def compile_train_step(mesh: jax.sharding.Mesh, parallel: str = 'shard_map'

@@ -1,18 +1,21 @@
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from configs import default
-from hybridcovid import experiment
+from hybridcovid import checkpoints, experiment, models, optimizers, report, train
 import data_trees
+import test_pipeline
 
 
-def _config(tmp_path, epochs):
+def _config(tmp_path, epochs, folder='images'):
   config = default.get_config()
   config.model.backbones = ('resnet50',)
   config.model.hidden_units = 8
-  config.data.folder_dir = str(tmp_path / 'images')
+  config.data.folder_dir = str(tmp_path / folder)
   config.data.tfds_dir = str(tmp_path / 'tfds')
   config.data.image_size = 32
   config.train.batch_size = 8
@@ -20,23 +23,85 @@ def _config(tmp_path, epochs):
   return config
 
 
+def _same(a, b) -> bool:
+  """Equal as JSON: undefined metrics (NaN) compare equal to each other."""
+  return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
 @pytest.mark.slow
-def test_trains_selects_on_validation_evaluates_test_and_resumes(tmp_path):
+def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=10)
   workdir = str(tmp_path / 'work')
-  first = experiment.train_and_evaluate(_config(tmp_path, epochs=1), workdir)
-  assert first['selected_epoch'] == 0
+  config = _config(tmp_path, epochs=1)
+  config.train.head_only_epochs = 1
+  first = experiment.train_and_evaluate(config, workdir)
+  assert first['selected_epoch'] == 0 and len(first['history']) == 1
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['0']
-  resumed = experiment.train_and_evaluate(_config(tmp_path, epochs=2), workdir)
+  # The head-only epoch changed the head alone: backbone weights and BatchNorm
+  # statistics are still the initial ones.
+  initial = train.initial_variables(config)
+  mesh = train.create_mesh()
+  model = models.create_classifier(config.model)
+  template = train.abstract_train_state(model, optimizers.create_optimizer(config.train, 1),
+                                        32, mesh)
+  state, _ = checkpoints.RunCheckpoints(workdir).restore_latest(template)
+  for name in ('params', 'batch_stats'):
+    saved, fresh = getattr(state, name)['resnet50'], initial[name]['resnet50']
+    jax.tree.map(np.testing.assert_array_equal, saved, fresh)
+  assert not np.array_equal(state.params['logits']['kernel'], initial['params']['logits']['kernel'])
+
+  config.train.epochs = 2
+  resumed = experiment.train_and_evaluate(config, workdir)
   # Epoch 0 came from the checkpoint; only epoch 1 was trained.
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['0', '1']
-  with open(os.path.join(workdir, 'metrics.json')) as f:
-    saved = json.load(f)
+  assert _same(resumed['history'][:1], first['history']) and len(resumed['history']) == 2
+  report_dir = os.path.join(workdir, report.REPORT_DIR)
+  assert {'metrics.json', 'report.md', 'predictions.csv', 'confusion_matrix.png', 'roc.png',
+          'training_curves.png'} <= set(os.listdir(report_dir))
+  saved = _read(os.path.join(report_dir, report.METRICS_FILE))
   assert saved['selected_epoch'] == resumed['selected_epoch'] in (0, 1)
   test = saved['test']
   assert set(test) >= {'overall', 'cxr', 'ct'}
   # 80 images, patients split 70/20/10: the test split holds 16 of them.
   assert sum(test['overall']['counts'].values()) == 16
   assert sum(test['cxr']['counts'].values()) + sum(test['ct']['counts'].values()) == 16
-  with open(os.path.join(workdir, 'inputs.json')) as f:
-    assert len(json.load(f)) == 80
+  assert len(_read(os.path.join(workdir, 'inputs.json'))) == 80
+  assert os.listdir(os.path.join(workdir, experiment.TENSORBOARD_DIR))
+
+  # Evaluating again gives the same numbers from the selected checkpoint.
+  again = experiment.evaluate(_config(tmp_path, epochs=2), workdir)
+  assert again['test']['overall']['counts'] == test['overall']['counts']
+  np.testing.assert_allclose(again['test']['overall']['auc'], test['overall']['auc'])
+
+  # Another data set is evaluated whole, into its own report.
+  data_trees.write_folder(str(tmp_path / 'other'), patients_per_stratum=2)
+  external = experiment.evaluate(_config(tmp_path, epochs=2, folder='other'), workdir)
+  assert sum(external['test']['overall']['counts'].values()) == 16
+  [name] = os.listdir(os.path.join(workdir, experiment.EXTERNAL_DIR))
+  assert name.startswith('other-')
+  external_report = os.path.join(workdir, experiment.EXTERNAL_DIR, name, report.REPORT_DIR)
+  assert _same(_read(os.path.join(external_report, report.METRICS_FILE))['test'],
+               external['test'])
+  # The run's own report is untouched.
+  assert _same(_read(os.path.join(report_dir, report.METRICS_FILE))['test'], test)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(test_pipeline.REALMINI),
+                    reason='../shared/data/realmini (real CXR and CT images) is absent')
+def test_a_short_run_on_real_images_completes_end_to_end(tmp_path):
+  config = _config(tmp_path, epochs=1)
+  config.data.folder_dir = os.path.abspath(test_pipeline.REALMINI)
+  config.train.batch_size = 32
+  result = experiment.train_and_evaluate(config, str(tmp_path / 'work'))
+  counts = result['test']['overall']['counts']
+  # 1,000 images, 20% of the patients in test, one near duplicate dropped.
+  assert 150 <= sum(counts.values()) <= 250
+  assert sum(result['test']['cxr']['counts'].values()) > 0
+  assert sum(result['test']['ct']['counts'].values()) > 0
+  assert (tmp_path / 'work' / report.REPORT_DIR / 'report.md').is_file()

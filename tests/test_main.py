@@ -1,7 +1,12 @@
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 import data_trees
 
@@ -43,5 +48,47 @@ def test_training_without_data_says_how_to_get_it(tmp_path):
   result = _main(f'--workdir={tmp_path}')
   assert result.returncode == 1
   last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith('error: No data given.') and '--config.data.synthetic=True' in last
+  assert last.startswith('error: No data given.')
+  assert 'kaggle.com' in last and '--config=configs/hybrid.py:demo' in last
   assert 'Traceback' not in result.stderr
+
+
+def test_predict_mode_says_it_is_not_available_yet(tmp_path):
+  result = _main('--mode=predict', f'--workdir={tmp_path}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'error: --mode=predict is not available in this version.')
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+  data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=10)
+  flags = ['--config=configs/pooled_resnet50.py', '--config.deterministic=True',
+           '--config.model.hidden_units=8', '--config.data.image_size=32',
+           '--config.train.batch_size=8', '--config.train.epochs=3',
+           f'--config.data.folder_dir={tmp_path}/images',
+           f'--config.data.tfds_dir={tmp_path}/tfds',
+           f'--config.compilation_cache_dir={tmp_path}/cache']
+  command = [sys.executable, 'main.py', *flags]
+  uninterrupted = subprocess.run([*command, f'--workdir={tmp_path}/whole'], cwd=ROOT,
+                                 capture_output=True, text=True)
+  assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+  killed = subprocess.Popen([*command, f'--workdir={tmp_path}/killed'], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first_checkpoint = tmp_path / 'killed' / 'checkpoints' / '0' / 'commit_success.txt'
+  deadline = time.monotonic() + 300
+  while not first_checkpoint.exists() and killed.poll() is None:
+    assert time.monotonic() < deadline, 'no checkpoint within 5 minutes'
+    time.sleep(0.1)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert not (tmp_path / 'killed' / 'report').exists()
+
+  resumed = subprocess.run([*command, f'--workdir={tmp_path}/killed'], cwd=ROOT,
+                           capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert re.search(r'Resuming after epoch [12] from', resumed.stderr)
+  # The same text: every number equal, undefined ones (NaN) included.
+  assert ((tmp_path / 'killed' / 'report' / 'metrics.json').read_text()
+          == (tmp_path / 'whole' / 'report' / 'metrics.json').read_text())

@@ -1,8 +1,16 @@
 import os
+import socket
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
+
+from hybridcovid import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,3 +70,111 @@ def test_eight_devices_pmap_and_one_device_take_the_same_step():
   assert float(values['moved']) > 1e-3  # The step really changed the parameters.
   one, eight = values['loss'].split()
   assert abs(float(one) - float(eight)) <= 1e-5 * abs(float(one))
+
+
+# One process of a data-parallel run: `main.setup_jax` joins the processes,
+# each feeds its own rows of every global batch, and the parameters after
+# three steps are written to OUT.
+_THREE_STEPS = """
+import sys
+import jax, jax.numpy as jnp, numpy as np, optax
+sys.path.insert(0, 'tests')
+import main as entry
+import stable_init
+from configs import default
+from hybridcovid import models, train
+process_id, num_processes, address, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+config = default.get_config()
+config.compilation_cache_dir = ''
+if num_processes > 1:
+  config.distributed.coordinator_address = address
+  config.distributed.num_processes = num_processes
+  config.distributed.process_id = process_id
+entry.setup_jax(config)
+assert jax.process_count() == num_processes and jax.device_count() == 4
+model = models.HybridClassifier(backbones=('resnet50',), hidden_units=16,
+                                axis_name=train.BATCH_AXIS)
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (3, 8, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 2, (3, 8)).astype(np.int32)
+init = models.HybridClassifier(backbones=('resnet50',), hidden_units=16).init(
+    jax.random.key(0), images[0, :1])
+init = {'params': stable_init.damp_residual_branches(init['params']),
+        'batch_stats': init['batch_stats']}
+mesh = train.create_mesh()
+state = train.replicate(train.create_train_state(model, optax.adam(1e-3), init), mesh)
+step = train.compile_train_step(mesh)
+sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
+rows = slice(process_id * 8 // num_processes, (process_id + 1) * 8 // num_processes)
+for index in range(3):
+  local = {'image': images[index, rows], 'label': labels[index, rows],
+           'weight': np.ones(8, np.float32)[rows], 'mask': np.ones(8, bool)[rows]}
+  batch = {name: jax.make_array_from_process_local_data(sharding, value)
+           for name, value in local.items()}
+  state, metrics = step(state, batch, jax.random.key(1))
+leaves = jax.tree.leaves((state.params, state.batch_stats))
+np.savez(out, *[np.asarray(leaf.addressable_data(0)) for leaf in leaves])
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_end_equal_to_each_other_and_to_one_process(tmp_path):
+  address = f'127.0.0.1:{_free_port()}'
+
+  def launch(process_id, num_processes):
+    env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+           'XLA_FLAGS': f'--xla_force_host_platform_device_count={4 // num_processes}'}
+    return subprocess.Popen(
+        [sys.executable, '-c', _THREE_STEPS, str(process_id), str(num_processes), address,
+         str(tmp_path / f'{num_processes}-{process_id}.npz')],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+  for processes in ([launch(0, 2), launch(1, 2)], [launch(0, 1)]):
+    for process in processes:
+      _, stderr = process.communicate(timeout=600)
+      assert process.returncode == 0, stderr[-3000:]
+  results = {name: np.load(tmp_path / f'{name}.npz') for name in ('2-0', '2-1', '1-0')}
+  keys = results['1-0'].files
+  assert len(keys) > 300
+  for key in keys:
+    np.testing.assert_array_equal(results['2-0'][key], results['2-1'][key])
+  one = np.concatenate([results['1-0'][key].ravel() for key in keys])
+  two = np.concatenate([results['2-0'][key].ravel() for key in keys])
+  assert np.linalg.norm(two - one) <= 1e-5 * np.linalg.norm(one)
+
+
+class _Tiny(nn.Module):
+  """A small classifier with BatchNorm and dropout, shaped like the real ones."""
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    x = nn.Dense(4)(images.reshape(len(images), -1).astype(jnp.float32) / 255)
+    x = nn.BatchNorm(use_running_average=not train, axis_name=train_lib.BATCH_AXIS)(x)
+    return nn.Dense(2)(nn.Dropout(0.5, deterministic=not train)(x))
+
+
+def test_a_replicated_state_compiles_the_train_step_once():
+  mesh = train_lib.create_mesh()
+  images = np.arange(4 * 8 * 8 * 3, dtype=np.uint8).reshape(4, 8, 8, 3)
+  model, optimizer = _Tiny(), optax.adam(1e-2)
+  variables = model.init(jax.random.key(0), images)
+  state = train_lib.replicate(train_lib.create_train_state(model, optimizer, variables), mesh)
+  abstract = train_lib.abstract_train_state(model, optimizer, 8, mesh)
+  assert jax.tree.structure(abstract) == jax.tree.structure(state)
+  assert [(x.shape, x.dtype, x.sharding) for x in jax.tree.leaves(abstract)] == [
+      (x.shape, x.dtype, x.sharding) for x in jax.tree.leaves(state)]
+  step = train_lib.compile_train_step(mesh)
+  batch = {'image': images, 'label': np.array([0, 1, 1, 0], np.int32),
+           'weight': np.ones(4, np.float32), 'mask': np.ones(4, bool)}
+  losses = []
+  for _ in range(3):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics['loss']))
+  assert step._cache_size() == 1
+  assert losses[2] < losses[0]

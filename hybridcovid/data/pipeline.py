@@ -56,12 +56,14 @@ def source_folders(data_config: ml_collections.ConfigDict, workdir: str
       ('folder', data_config.folder_dir)) if folder]
   if not folders:
     raise sources.DataSourceError(
-        'No data given. Download the COVID-19 Radiography Database and the '
-        'SARS-CoV-2 CT-scan dataset from Kaggle and pass '
-        '--config.data.cxr_dir=... --config.data.ct_dir=... (or any folder of '
-        'COVID and normal images with --config.data.folder_dir=...). To try '
-        'the whole pipeline on the built-in synthetic images, add '
-        '--config.data.synthetic=True.')
+        'No data given. Download the COVID-19 Radiography Database '
+        '(kaggle.com/datasets/tawsifurrahman/covid19-radiography-database) and the '
+        'SARS-CoV-2 CT-scan dataset (kaggle.com/datasets/plameneduardo/'
+        'sarscov2-ctscan-dataset), unpack them and pass --config.data.cxr_dir=... '
+        '--config.data.ct_dir=... (or any folder of COVID and normal images with '
+        '--config.data.folder_dir=...). To run the whole pipeline on built-in '
+        'synthetic images instead: python main.py --config=configs/hybrid.py:demo '
+        '--workdir=DIR (or add --config.data.synthetic=True to any config).')
   return folders
 
 

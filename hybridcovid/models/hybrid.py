@@ -32,6 +32,7 @@ def create_classifier(model_config: Any, axis_name: str | None = None
       dropout_rate=model_config.dropout_rate,
       dtype=jnp.dtype(model_config.dtype),
       freeze_backbone_batchnorm=model_config.freeze_backbone_batchnorm,
+      batchnorm_momentum=model_config.batchnorm_momentum,
       axis_name=axis_name)
 
 
@@ -49,6 +50,7 @@ class HybridClassifier(nn.Module):
     dtype: compute dtype; parameters stay float32.
     freeze_backbone_batchnorm: run the backbones in inference mode (running
       BatchNorm statistics, no stochastic depth) even while training.
+    batchnorm_momentum: decay of the backbones' running BatchNorm statistics.
     axis_name: device axis over which training BatchNorm statistics are
       averaged, so that a step on many devices equals one on a single device.
   """
@@ -59,6 +61,7 @@ class HybridClassifier(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
   freeze_backbone_batchnorm: bool = False
+  batchnorm_momentum: float = 0.99
   axis_name: str | None = None
 
   @nn.compact
@@ -67,7 +70,8 @@ class HybridClassifier(nn.Module):
       raise ValueError('HybridClassifier needs at least one backbone.')
     backbone_train = train and not self.freeze_backbone_batchnorm
     feature_maps = [
-        create_backbone(name, dtype=self.dtype, axis_name=self.axis_name, name=name)(
+        create_backbone(name, dtype=self.dtype, axis_name=self.axis_name,
+                        batchnorm_momentum=self.batchnorm_momentum, name=name)(
             images, train=backbone_train) for name in self.backbones]
     shapes = {feature_map.shape[1:3] for feature_map in feature_maps}
     if len(shapes) != 1:
