@@ -1,11 +1,30 @@
-"""Fields shared by every experiment. Each experiment's config starts from this one."""
+"""Fields shared by every experiment, and the variants every experiment config offers.
+
+Each experiment's config is `experiment(...)` with its backbones and
+modalities; a variant after a colon (`configs/hybrid.py:demo`) adjusts it.
+"""
 
 import ml_collections
+
+DEMO_VARIANT = 'demo'
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Compiled programs are kept here and reused by later runs (resume,
+  # evaluate); '' turns the cache off.
+  config.compilation_cache_dir = '~/.cache/hybridcovid/jax'
+  # Deterministic GPU kernels (CPU results are deterministic already): a
+  # resumed run then ends exactly like an uninterrupted one.
+  config.deterministic = False
+  # Multi-process runs: the coordinator's host:port, the number of processes
+  # and this process's index. Empty/0/-1 take them from the environment
+  # (JAX_COORDINATOR_ADDRESS or a cluster JAX detects); with neither, one process.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator_address = ''
+  config.distributed.num_processes = 0
+  config.distributed.process_id = -1
   # How the train step runs on several devices: 'shard_map' (jit over
   # shard_map) or 'pmap'; both give the same result.
   config.parallel = 'shard_map'
@@ -19,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16'.
   # Backbones in inference mode (running BatchNorm statistics) while training.
   config.model.freeze_backbone_batchnorm = False
+  # Decay of the running BatchNorm statistics used at evaluation (Keras: 0.99).
+  config.model.batchnorm_momentum = 0.99
   # Directories written by `python -m hybridcovid.convert`; '' keeps the
   # backbone randomly initialised.
   config.model.pretrained = ml_collections.ConfigDict(
@@ -76,3 +97,38 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.augment.contrast = 0.1
   config.data.augment.horizontal_flip = False  # Anatomy is not mirror-symmetric.
   return config
+
+
+def demo(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The same model and code path on the built-in synthetic data, small enough to
+  train in a few minutes on a laptop CPU, from random weights (no downloads)."""
+  config.data.synthetic = True
+  config.data.synthetic_patients_per_class = 120
+  config.data.image_size = 48
+  # Six epochs are too few for augmentation to pay off: it slows learning more
+  # than it helps.
+  for field in ('rotation_degrees', 'shift_fraction', 'zoom_fraction', 'brightness',
+                'contrast'):
+    config.data.augment[field] = 0.0
+  config.model.batchnorm_momentum = 0.9  # Running statistics settle within a few steps.
+  config.train.epochs = 6
+  config.train.schedule = 'warmup_cosine'
+  config.train.warmup_epochs = 0.5
+  return config
+
+
+VARIANTS = {DEMO_VARIANT: demo}
+
+
+def experiment(backbones: tuple[str, ...], modalities: tuple[str, ...],
+               variant: str | None = None) -> ml_collections.ConfigDict:
+  """The paper's experiment with these backbones on these modalities, in `variant`."""
+  config = get_config()
+  config.model.backbones = backbones
+  config.data.modalities = modalities
+  if not variant:
+    return config
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown config variant {variant!r}; choose from {sorted(VARIANTS)} '
+                     '(e.g. --config=configs/hybrid.py:demo).')
+  return VARIANTS[variant](config)

@@ -1,11 +1,13 @@
-"""The paper's Figure 1 model: ResNet50 and EfficientNetB0 features concatenated."""
+"""The paper's Figure 1 model on chest X-rays and CT pooled.
+
+ResNet50 and EfficientNetB0 feature maps concatenated, then global average
+pooling, a fully connected layer, dropout and the softmax classifier.
+"""
 
 import ml_collections
 
 from configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = default.get_config()
-  config.model.backbones = ('resnet50', 'efficientnetb0')
-  return config
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  return default.experiment(('resnet50', 'efficientnetb0'), ('cxr', 'ct'), variant)

@@ -1,0 +1,9 @@
+"""The paper's Table 2: ResNet50 on chest X-rays."""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  return default.experiment(('resnet50',), ('cxr',), variant)

@@ -1,0 +1,9 @@
+"""The paper's Table 4: EfficientNetB0 on chest X-rays and CT pooled."""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  return default.experiment(('efficientnetb0',), ('cxr', 'ct'), variant)
