@@ -75,6 +75,28 @@ class RunCheckpoints:
       self.best_metric = validation_metric
     return improved
 
+  def recover_best(self, target: Any) -> None:
+    """Saves again as the best an epoch whose best-checkpoint save a crash cut short.
+
+    The latest checkpoints' records carry their validation metrics; one that
+    beats the best on record was the best when its process died.
+    """
+    for step in sorted(self._latest.all_steps()):
+      try:
+        metric = self._latest.restore(step, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore())).record['validation_metric']
+        if metric is None or (self.best_metric is not None and metric <= self.best_metric):
+          continue
+        state, record = self._restore(self._latest, step, target)
+      except Exception:  # A damaged checkpoint; restore_latest reports it.
+        continue
+      logging.warning('Epoch %d is the best so far, but its copy in %s was not saved; '
+                      'saving it now.', step + 1, self._best.directory)
+      self._best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    record=ocp.args.JsonSave(record)))
+      self.best_metric = metric
+    self._best.wait_until_finished()
+
   def _restore(self, manager: ocp.CheckpointManager, step: int, target: Any
                ) -> tuple[Any, dict]:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)

@@ -184,6 +184,7 @@ def _create_state(config, model, optimizer, mesh, run: checkpoints.RunCheckpoint
   abstract = train.abstract_train_state(model, optimizer, config.data.image_size, mesh)
   restored = run.restore_latest(abstract)
   if restored is not None:
+    run.recover_best(abstract)
     return restored
   fresh = train.create_train_state(model, optimizer, train.initial_variables(config))
   return train.replicate(fresh, mesh), None
@@ -318,8 +319,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data = load_data(data_config, data_dir, config.seed)
     data = dataclasses.replace(
         data, assignment={fact.record.key: 'test' for fact in data.facts})
-    report_dir, title = os.path.relpath(os.path.join(data_dir, report.REPORT_DIR), workdir), \
-        'hybridcovid external validation report'
+    report_dir = os.path.relpath(os.path.join(data_dir, report.REPORT_DIR), workdir)
+    title = 'hybridcovid external validation report'
     logging.info('External validation on all %d images of %s.', len(data.facts), data_dir)
   else:
     data = load_data(data_config, workdir, trained.seed)
@@ -332,7 +333,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
   template = train.abstract_train_state(
       model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size, mesh)
-  return _evaluate_and_report(trained, workdir, run, template, stream,
+  described = ml_collections.ConfigDict(trained.to_dict())
+  described.data = data_config  # The report describes the data it evaluated.
+  return _evaluate_and_report(described, workdir, run, template, stream,
                               train.compile_eval_step(mesh), sharding, report_dir, data,
                               run.latest_record()['history'], title)
 

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -70,3 +71,22 @@ def test_nothing_to_restore(tmp_path):
   with pytest.raises(checkpoints.CheckpointError, match='holds no checkpoint: train first'):
     run.restore_best(_state(0))
   run.close()
+
+
+def test_a_best_save_lost_in_a_crash_is_recovered_from_the_latest(tmp_path):
+  run = checkpoints.RunCheckpoints(str(tmp_path), keep=3)
+  states = [_state(epoch) for epoch in range(3)]
+  for epoch, metric in enumerate([0.5, 0.9, 0.7]):
+    run.save(epoch, states[epoch], {}, metric)
+  run.wait()
+  run.close()
+  # As if the process died after epoch 1's latest save but before its best save.
+  shutil.rmtree(tmp_path / 'best' / '1')
+  reopened = checkpoints.RunCheckpoints(str(tmp_path), keep=3)
+  assert reopened.best_metric is None  # Epoch 0's best copy went when epoch 1's came.
+  reopened.recover_best(_state(99))
+  assert reopened.best_metric == 0.9
+  best, record = reopened.restore_best(_state(99))
+  _assert_same(best, states[1])
+  assert record['epoch'] == 1
+  reopened.close()
