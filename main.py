@@ -52,8 +52,6 @@ def setup_jax(config) -> None:
   distributed = config.distributed
   address = distributed.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
   if address:
-    # Collectives between processes on CPU (tests, CPU clusters) need gloo.
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(
         coordinator_address=address,
         num_processes=distributed.num_processes or None,

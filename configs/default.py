@@ -18,9 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Deterministic GPU kernels (CPU results are deterministic already): a
   # resumed run then ends exactly like an uninterrupted one.
   config.deterministic = False
-  # Multi-process runs: the coordinator's host:port, the number of processes
-  # and this process's index. Empty/0/-1 take them from the environment
-  # (JAX_COORDINATOR_ADDRESS or a cluster JAX detects); with neither, one process.
+  # Multi-process runs: the coordinator's host:port (or JAX_COORDINATOR_ADDRESS),
+  # the number of processes and this process's index; 0/-1 let JAX take them
+  # from the cluster environment. Without an address, one process.
   config.distributed = ml_collections.ConfigDict()
   config.distributed.coordinator_address = ''
   config.distributed.num_processes = 0

@@ -116,13 +116,15 @@ class RunCheckpoints:
         return self._restore(self._latest, step, target)
       except Exception as error:  # Orbax raises many types for damaged files.
         logging.warning('Checkpoint of epoch %d in %s cannot be restored (%s: %s); '
-                        'trying the one before.', step, self._latest.directory,
-                        type(error).__name__, error)
+                        'deleting it and trying the one before.', step + 1,
+                        self._latest.directory, type(error).__name__, error)
+        # Orbax saves no step at or below its latest: the epoch could not be saved again.
+        self._latest.delete(step)
     if steps:
       raise CheckpointError(
-          f'No checkpoint in {self._latest.directory} can be restored (epochs '
-          f'{steps}). Delete that folder to train from the start, or use a new '
-          '--workdir.')
+          f'No checkpoint in {self._latest.directory} could be restored; the unreadable '
+          f'ones (epochs {[step + 1 for step in steps]}) were deleted. Start again to '
+          'train from the beginning, or use a new --workdir.')
     return None
 
   def restore_best(self, target: Any) -> tuple[Any, dict]:

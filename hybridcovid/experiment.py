@@ -8,7 +8,6 @@ checkpoint, on the run's own test split or on another data set (external
 validation: every image of it, nothing tuned).
 """
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -59,12 +58,25 @@ def _is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def load_data(data_config: ml_collections.ConfigDict, workdir: str, seed: int
-              ) -> pipeline.LoadedData:
-  """`pipeline.load`, run by process 0 first so that it alone prepares and writes."""
-  data = pipeline.load(data_config, workdir, seed) if _is_writer() else None
-  multihost_utils.sync_global_devices('data prepared')
-  return data or pipeline.load(data_config, workdir, seed)
+def load_data(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
+              all_test: bool = False) -> pipeline.LoadedData:
+  """`pipeline.load`, by process 0 first: it alone prepares the data and writes files.
+
+  The other processes then read what it prepared; if it fails, they stop too.
+  """
+  data, error = None, None
+  if _is_writer():
+    try:
+      data = pipeline.load(data_config, workdir, seed, all_test=all_test)
+    except errors.UserError as caught:
+      error = caught
+  failed = bool(multihost_utils.broadcast_one_to_all(np.array(error is not None)))
+  if error is not None:
+    raise error
+  if failed:
+    raise sources.DataSourceError('Process 0 could not prepare the data; its log says why.')
+  return data or pipeline.load(data_config, workdir, seed, write_files=False,
+                               all_test=all_test)
 
 
 def _write_inputs(workdir: str, data: pipeline.LoadedData) -> str:
@@ -129,8 +141,16 @@ def evaluate_split(state, stream, split, eval_fn, sharding) -> tuple[dict, list[
   return result, predictions
 
 
+TRAINED_PROVENANCE = ('The test split was used once, for the table below, and for '
+                      'nothing else.')
+EVALUATED_PROVENANCE = ('Evaluated again from the selected checkpoint (--mode=evaluate) on '
+                        "the run's test split; nothing was chosen on it.")
+EXTERNAL_PROVENANCE = ('External validation: every image of a data set the model never '
+                       'saw, with nothing chosen or tuned on it.')
+
+
 def _describe(config: ml_collections.ConfigDict, data: pipeline.LoadedData,
-              title: str) -> dict:
+              title: str, provenance: str) -> dict:
   backbones = tuple(config.model.backbones)
   model = ' + '.join(backbones) + (' (hybrid)' if len(backbones) > 1 else '')
   pretrained = [name for name in backbones if config.model.pretrained[name]]
@@ -156,6 +176,7 @@ def _describe(config: ml_collections.ConfigDict, data: pipeline.LoadedData,
       'split': ', '.join(f'{split} {counts[split]} images of {patients[split]} patients'
                          for split in counts),
       'epochs': config.train.epochs,
+      'provenance': provenance,
       'notes': notes,
   }
 
@@ -250,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       step = int(state.step)
       progress.set_postfix(loss=f'{loss:.4f}')
       summaries.scalars(step, {'train/loss': loss, 'train/accuracy': accuracies[-1],
-                               'train/learning_rate': float(learning_rate(step))})
+                               'train/learning_rate': float(learning_rate(step - 1))})
     validation, _ = evaluate_split(state, stream, 'validation', eval_fn, sharding)
     selection = validation['overall'][config.train.selection_metric]
     logging.info('Epoch %d: training loss %.4f, validation %s %.4f, AUC %.4f.', epoch + 1,
@@ -260,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f'validation/{name}': validation['overall'][name] for name in metrics.METRIC_NAMES})
     history.append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
                     'train_accuracy': float(np.mean(accuracies)),
-                    'learning_rate': float(learning_rate(int(state.step))),
+                    'learning_rate': float(learning_rate(int(state.step) - 1)),
                     'validation': validation['overall']})
     run.save(epoch, state, {**record, 'validation': validation['overall'],
                             'history': history},
@@ -268,11 +289,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summaries.close()
   run.wait()
   return _evaluate_and_report(config, workdir, run, state, stream, eval_fn, sharding,
-                              report.REPORT_DIR, data, history)
+                              report.REPORT_DIR, data, history, TRAINED_PROVENANCE)
 
 
 def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, sharding,
-                         report_dir, data, history, title='hybridcovid report') -> dict:
+                         report_dir, data, history, provenance,
+                         title='hybridcovid report') -> dict:
   """Evaluates the best checkpoint on the test split; process 0 writes the report."""
   best, best_record = run.restore_best(template)
   test, predictions = evaluate_split(best, stream, 'test', eval_fn, sharding)
@@ -281,7 +303,7 @@ def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, shardi
             'validation': best_record['validation'], 'test': test}
   if _is_writer():
     report.write_report(os.path.join(workdir, report_dir), result, predictions, history,
-                        _describe(config, data, title))
+                        _describe(config, data, title, provenance))
     logging.info('Report written to %s.', os.path.join(workdir, report_dir, 'report.md'))
   run.close()
   return {**result, 'history': history}
@@ -300,31 +322,35 @@ def _external_name(data_config: ml_collections.ConfigDict) -> str:
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Re-evaluates the run's selected checkpoint and rewrites its report.
 
-  With the data the run was trained on, the test split is evaluated into
-  `WORKDIR/report/`. With any other data (`--config.data.*`), every image of
-  that data set is evaluated as it is, nothing tuned on it, into
-  `WORKDIR/external/<name>/report/`. The model and its input size always
-  come from the checkpoint.
+  Without data flags, or with the data the run was trained on, the run's own
+  test split is evaluated into `WORKDIR/report/`. With any other data
+  (`--config.data.*`), every image of that data set is evaluated as it is,
+  nothing tuned on it, into `WORKDIR/external/<name>/report/`. The model and
+  its input size always come from the checkpoint.
   """
   workdir = os.path.abspath(workdir)
+  if not os.path.isdir(os.path.join(workdir, checkpoints.BEST_DIR)):
+    raise checkpoints.CheckpointError(
+        f'{workdir} holds no trained run ({checkpoints.BEST_DIR}/ is missing): check '
+        '--workdir, or train first (python main.py --config=... --workdir=...).')
   run = checkpoints.RunCheckpoints(workdir)
   trained = ml_collections.ConfigDict(run.best_record()['config'])
-  data_config = ml_collections.ConfigDict(config.data.to_dict())
-  for name in DATA_MODEL_FIELDS:
-    data_config[name] = trained.data[name]
-  external = any(_normalised(data_config[name]) != _normalised(trained.data[name])
-                 for name in DATA_SOURCE_FIELDS)
+  names_data = any(config.data[name] for name in ('cxr_dir', 'ct_dir', 'folder_dir', 'synthetic'))
+  external = names_data and any(_normalised(config.data[name]) != _normalised(trained.data[name])
+                                for name in DATA_SOURCE_FIELDS)
   if external:
+    data_config = ml_collections.ConfigDict(config.data.to_dict())
+    for name in DATA_MODEL_FIELDS:
+      data_config[name] = trained.data[name]
     data_dir = os.path.join(workdir, EXTERNAL_DIR, _external_name(data_config))
-    data = load_data(data_config, data_dir, config.seed)
-    data = dataclasses.replace(
-        data, assignment={fact.record.key: 'test' for fact in data.facts})
+    data = load_data(data_config, data_dir, config.seed, all_test=True)
     report_dir = os.path.relpath(os.path.join(data_dir, report.REPORT_DIR), workdir)
-    title = 'hybridcovid external validation report'
+    title, provenance = 'hybridcovid external validation report', EXTERNAL_PROVENANCE
     logging.info('External validation on all %d images of %s.', len(data.facts), data_dir)
   else:
+    data_config = trained.data  # The run's own split, duplicates and all.
     data = load_data(data_config, workdir, trained.seed)
-    report_dir, title = report.REPORT_DIR, 'hybridcovid report'
+    report_dir, title, provenance = report.REPORT_DIR, 'hybridcovid report', EVALUATED_PROVENANCE
   mesh = train.create_mesh()
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
   stream = pipeline.InputPipeline(
@@ -337,8 +363,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   described.data = data_config  # The report describes the data it evaluated.
   return _evaluate_and_report(described, workdir, run, template, stream,
                               train.compile_eval_step(mesh), sharding, report_dir, data,
-                              run.latest_record()['history'], title)
+                              run.latest_record()['history'], provenance, title)
 
 
 def _normalised(value):
-  return list(value) if isinstance(value, (list, tuple)) else value
+  """A config value in a form that compares equal however it was written."""
+  if isinstance(value, (list, tuple)):
+    return list(value)
+  if isinstance(value, str) and value:
+    return os.path.abspath(os.path.expanduser(value))
+  return value

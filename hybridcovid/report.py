@@ -94,7 +94,7 @@ def plot_roc_curves(predictions: Sequence[dict], path: str) -> None:
     axis.plot(fpr, tpr, label=f'{group_name(group)} (AUC {auc:.3f})')
   axis.plot([0, 1], [0, 1], ':', color='grey', label='Chance')
   axis.set(xlabel='1 - specificity', ylabel='Sensitivity (recall)', xlim=(0, 1),
-           ylim=(0, 1.01), title='ROC on the test split')
+           ylim=(0, 1.01), title='ROC')
   axis.legend(loc='lower right')
   figure.tight_layout()
   figure.savefig(path, dpi=120)
@@ -141,7 +141,7 @@ def _markdown(result: dict, description: dict) -> str:
       f"Split by patient: {description['split']}.",
       f"Checkpoint: epoch {result['selected_epoch'] + 1} of {description['epochs']}, "
       f"chosen by validation {selection} ({percent(result['validation'][selection])}%). "
-      'The test split was used once, for the table below, and for nothing else.',
+      + description['provenance'],
       '',
       '## Test results',
       '',
@@ -184,8 +184,9 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
       label (1 for COVID) and probability (of COVID).
     history: one dict per epoch: epoch, train_loss, train_accuracy,
       learning_rate and validation (overall metrics).
-    description: title, model, image_size, data, split and epochs as text,
-      and optional notes, for report.md.
+    description: title, model, image_size, data, split, epochs and provenance
+      (how the evaluated images were used) as text, and optional notes, for
+      report.md.
   """
   os.makedirs(report_dir, exist_ok=True)
   with open(os.path.join(report_dir, METRICS_FILE), 'w') as f:

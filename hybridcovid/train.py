@@ -38,7 +38,9 @@ def initial_variables(config: Any) -> dict:
   # kernels takes longer than running them unoptimised.
   options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
   variables = init.compile(compiler_options=options)(rng, images)
-  return convert.load_pretrained(variables, dict(config.model.pretrained))
+  # Shared flags may name weights for both backbones; a model takes its own.
+  pretrained = {name: config.model.pretrained[name] for name in config.model.backbones}
+  return convert.load_pretrained(variables, pretrained)
 
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,

@@ -62,6 +62,11 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
   state, record = run.restore_latest(_state(99))
   _assert_same(state, _state(0))
   assert record['epoch'] == 0
+  # The damaged one is gone, so the retrained epoch can be saved again.
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['0']
+  assert run.save(1, _state(1), {}, None) is False
+  run.wait()
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['0', '1']
   run.close()
 
 

@@ -1,6 +1,7 @@
 import collections
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -215,3 +216,18 @@ def test_realmini_loads_all_images_with_no_patient_in_two_splits(tmp_path):
   for fact in data.facts:
     by_patient[fact.record.patient_id].add(data.assignment.get(fact.record.key, 'dropped'))
   assert all(len(found - {'dropped'}) <= 1 for found in by_patient.values())
+
+
+def test_a_reading_process_writes_nothing_and_evaluation_data_are_all_test(loaded):
+  config, workdir, data = loaded
+  reader_dir = os.path.join(os.path.dirname(workdir), 'reader')
+  # Another process reads the split process 0 wrote and writes no file of its own.
+  config_with_split = _data_config(
+      pathlib.Path(os.path.dirname(workdir)), config.folder_dir,
+      split_file=os.path.join(workdir, pipeline.SPLIT_FILE))
+  read = pipeline.load(config_with_split, reader_dir, seed=0, write_files=False)
+  assert read.assignment == data.assignment
+  assert not os.path.exists(reader_dir)
+  external = pipeline.load(config, reader_dir, seed=0, write_files=False, all_test=True)
+  assert set(external.assignment.values()) == {'test'}
+  assert len(external.split_ids('test')) == len(external.facts) == 80

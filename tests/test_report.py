@@ -33,7 +33,7 @@ HISTORY = [{'epoch': epoch, 'train_loss': 0.7 - 0.1 * epoch, 'train_accuracy': 0
            for epoch in range(3)]
 DESCRIPTION = {'title': 'Test report', 'model': 'resnet50', 'image_size': 32,
                'data': 'CXR, CT', 'split': 'train 1, validation 1, test 40', 'epochs': 3,
-               'notes': ['A note.']}
+               'provenance': 'Used once.', 'notes': ['A note.']}
 
 
 def test_report_holds_every_file_and_the_table_states_the_metrics(tmp_path):
@@ -54,7 +54,7 @@ def test_report_holds_every_file_and_the_table_states_the_metrics(tmp_path):
   assert cells[3:7] == [f'{100 * overall[name]:.2f}'
                         for name in ('accuracy', 'specificity', 'recall', 'f1')]
   assert any(line.startswith('| CT | 16 |') for line in markdown.splitlines())
-  assert 'epoch 2 of 3' in markdown and '- A note.' in markdown
+  assert 'epoch 2 of 3' in markdown and 'Used once.' in markdown and '- A note.' in markdown
   rows = (tmp_path / 'predictions.csv').read_text().splitlines()
   assert len(rows) == 41 and rows[0] == 'key,patient_id,modality,source,label,probability'
 

@@ -76,12 +76,15 @@ def _bad_file_error(bad: list[audit.ImageFacts]) -> sources.DataSourceError:
       f'are listed in {AUDIT_FILE}.')
 
 
-def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
-         ) -> LoadedData:
+def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
+         write_files: bool = True, all_test: bool = False) -> LoadedData:
   """Prepares the data, checks every file, splits by patient and audits the split.
 
   The audit is written to `workdir/audit.json` before patient leakage stops
-  the run, so the report is there to read.
+  the run, so the report is there to read. `write_files=False` reads the
+  split file another process wrote and writes nothing. `all_test=True` puts
+  every image in the test split, for evaluating a trained model on a data
+  set it never saw.
   """
   ct_window = (data_config.ct_window_level, data_config.ct_window_width)
   folders = source_folders(data_config, workdir)
@@ -98,20 +101,23 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
         f'No usable {"/".join(data_config.modalities)} images in '
         f'{[folder for _, folder in folders]}.')
 
+  records = [fact.record for fact in facts]
   split_path = data_config.split_file or os.path.join(workdir, SPLIT_FILE)
-  if data_config.split_file and not os.path.isfile(split_path):
+  fractions = dict(zip(splits.SPLITS, data_config.split_fractions))
+  if all_test:
+    assignment = {record.key: 'test' for record in records}
+  elif data_config.split_file and not os.path.isfile(split_path):
     raise splits.SplitError(f'{split_path}: no such split file. Fix '
                             '--config.data.split_file, or leave it empty to split '
                             'by patient automatically.')
-  records = [fact.record for fact in facts]
-  fractions = dict(zip(splits.SPLITS, data_config.split_fractions))
-  if os.path.exists(split_path):
+  elif os.path.exists(split_path):
     assignment = splits.load_split(split_path, records, fractions, seed)
     logging.info('Using the split in %s.', split_path)
   else:
     assignment = splits.assign_splits(records, fractions, seed)
-    splits.save_split(split_path, assignment, fractions, seed)
-    logging.info('Wrote a new patient-level split to %s.', split_path)
+    if write_files:
+      splits.save_split(split_path, assignment, fractions, seed)
+      logging.info('Wrote a new patient-level split to %s.', split_path)
 
   report = audit.audit(facts, assignment,
                        bad_files=[{'file': f.record.path, 'error': f.error} for f in bad],
@@ -123,13 +129,15 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int
   # Balance as trained and evaluated: after duplicates are dropped.
   report['class_balance'] = audit.class_balance(
       [fact for fact in facts if fact.record.key in assignment], assignment)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, AUDIT_FILE), 'w') as f:
-    json.dump(report, f, indent=1)
-  logging.info('Data audit (%s):\n%s', os.path.join(workdir, AUDIT_FILE),
-               audit.format_table(report))
+  if write_files:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, AUDIT_FILE), 'w') as f:
+      json.dump(report, f, indent=1)
+    logging.info('Data audit (%s):\n%s', os.path.join(workdir, AUDIT_FILE),
+                 audit.format_table(report))
   audit.check_patients(report)
-  _check_classes_per_split(report['class_balance'])
+  if not all_test:
+    _check_classes_per_split(report['class_balance'])
   return LoadedData(prepared, facts, assignment, report)
 
 

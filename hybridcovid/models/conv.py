@@ -5,8 +5,9 @@ convolutions slowest of all. On CPU, `Conv` is therefore computed as one
 matrix product of the k*k shifted, strided input windows (im2col) with the
 kernel, whose gradients are matrix products too; `DepthwiseConv` is a sum of
 k*k shifted windows times per-channel weights, which XLA fuses. Other
-backends use XLA's convolutions. Both paths compute the same function with
-the parameters of `flax.linen.Conv` (kernel (k, k, in, out), optional bias).
+backends use XLA's convolutions. Both paths compute the same function; `Conv`
+has the parameters of `flax.linen.Conv` (kernel (k, k, in, out), optional
+bias), `DepthwiseConv` a (k, k, 1, channels) kernel.
 """
 
 from typing import Any, Sequence
