@@ -45,17 +45,20 @@ class RunCheckpoints:
 
   def best_record(self) -> dict:
     """The JSON record of the best checkpoint, without restoring its state."""
-    return self._record(self._best)
+    return self._record(self._best, self._newest_step(self._best))
 
   def latest_record(self) -> dict:
     """The JSON record of the newest checkpoint, without restoring its state."""
-    return self._record(self._latest)
+    return self._record(self._latest, self._newest_step(self._latest))
 
-  def _record(self, manager: ocp.CheckpointManager) -> dict:
+  def _newest_step(self, manager: ocp.CheckpointManager) -> int:
     step = manager.latest_step()
     if step is None:
       raise CheckpointError(f'{manager.directory} holds no checkpoint: train first '
                             '(python main.py --config=... --workdir=...).')
+    return step
+
+  def _record(self, manager: ocp.CheckpointManager, step: int) -> dict:
     return manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore())).record
 
   def save(self, epoch: int, state: Any, record: dict,
@@ -83,8 +86,7 @@ class RunCheckpoints:
     """
     for step in sorted(self._latest.all_steps()):
       try:
-        metric = self._latest.restore(step, args=ocp.args.Composite(
-            record=ocp.args.JsonRestore())).record['validation_metric']
+        metric = self._record(self._latest, step)['validation_metric']
         if metric is None or (self.best_metric is not None and metric <= self.best_metric):
           continue
         state, record = self._restore(self._latest, step, target)
@@ -129,8 +131,7 @@ class RunCheckpoints:
 
   def restore_best(self, target: Any) -> tuple[Any, dict]:
     """The best checkpoint by the validation metric, shaped like `target`."""
-    self.best_record()  # Raises a clear error if there is none.
-    return self._restore(self._best, self._best.latest_step(), target)
+    return self._restore(self._best, self._newest_step(self._best), target)
 
   def wait(self) -> None:
     """Blocks until every asynchronous save is on disk."""

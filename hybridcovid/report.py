@@ -31,7 +31,7 @@ CLASS_NAMES = ('Normal', 'COVID')
 
 def percent(value: float) -> str:
   """A metric as a percentage with two decimals, or 'n/a' when undefined."""
-  return 'n/a' if value is None or math.isnan(value) else f'{100 * value:.2f}'
+  return 'n/a' if math.isnan(value) else f'{100 * value:.2f}'
 
 
 def group_name(group: str) -> str:
