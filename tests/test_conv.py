@@ -49,14 +49,17 @@ def test_depthwise_conv_equals_grouped_convolution_with_same_padding(
   variables = layer.init(jax.random.key(0), x)
   kernel = variables['params']['kernel']
 
-  def grouped(k):
+  def grouped(k, x):
     return lax.conv_general_dilated(x, k, (strides, strides), 'SAME', feature_group_count=6,
                                     dimension_numbers=DIMENSIONS)
 
-  np.testing.assert_allclose(layer.apply(variables, x), grouped(kernel), rtol=1e-5, atol=1e-5)
-  grad = jax.grad(lambda k: jnp.sum(layer.apply({'params': {'kernel': k}}, x) ** 2))(kernel)
-  expected_grad = jax.grad(lambda k: jnp.sum(grouped(k) ** 2))(kernel)
-  np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(layer.apply(variables, x), grouped(kernel, x), rtol=1e-5,
+                             atol=1e-5)
+  grads = jax.grad(lambda k, x: jnp.sum(layer.apply({'params': {'kernel': k}}, x) ** 2),
+                   argnums=(0, 1))(kernel, x)
+  expected = jax.grad(lambda k, x: jnp.sum(grouped(k, x) ** 2), argnums=(0, 1))(kernel, x)
+  for got, want in zip(grads, expected):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('size, kernel_size, stride, expected', [

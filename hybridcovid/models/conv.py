@@ -10,12 +10,14 @@ has the parameters of `flax.linen.Conv` (kernel (k, k, in, out), optional
 bias), `DepthwiseConv` a (k, k, 1, channels) kernel.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 Padding = tuple[tuple[int, int], tuple[int, int]]
@@ -100,6 +102,53 @@ class Conv(nn.Module):
     return y
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def depthwise_as_windows(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                         padding: Padding) -> jnp.ndarray:
+  """An NHWC depthwise convolution (kernel (k, k, channels)) as a sum of shifted windows.
+
+  Its gradients read the input afresh instead of keeping each window from
+  the forward pass, which would hold k*k copies of the input in memory.
+  """
+  out = None
+  for i, j, window in _windows(x, kernel.shape, strides, padding):
+    term = window * kernel[i, j]
+    out = term if out is None else out + term
+  return out
+
+
+def _depthwise_forward(x, kernel, strides, padding):
+  return depthwise_as_windows(x, kernel, strides, padding), (x, kernel)
+
+
+def _depthwise_backward(strides, padding, residuals, grad):
+  x, kernel = residuals
+  taps = list(_windows(x, kernel.shape, strides, padding))
+  # One reduction with an output per tap reads the input once; k*k separate
+  # reductions would each read (and copy) a window of it.
+  products = tuple((window * grad).astype(jnp.float32) for _, _, window in taps)
+  kernel_grad = jnp.stack(lax.reduce(
+      products, (np.float32(0),) * len(products),
+      lambda partial, more: tuple(a + b for a, b in zip(partial, more)),
+      (0, 1, 2))).reshape(kernel.shape)
+  # The input gradient scatters each tap's share back to where its window came from.
+  padded_shape = [x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1])]
+  padded_grad = None
+  for i, j, _ in taps:
+    placed = lax.pad(grad * kernel[i, j], jnp.zeros((), grad.dtype), (
+        (0, 0, 0),
+        (i, padded_shape[0] - i - (grad.shape[1] - 1) * strides[0] - 1, strides[0] - 1),
+        (j, padded_shape[1] - j - (grad.shape[2] - 1) * strides[1] - 1, strides[1] - 1),
+        (0, 0, 0)))
+    padded_grad = placed if padded_grad is None else padded_grad + placed
+  input_grad = padded_grad[:, padding[0][0]:padding[0][0] + x.shape[1],
+                           padding[1][0]:padding[1][0] + x.shape[2]]
+  return input_grad, kernel_grad.astype(kernel.dtype)
+
+
+depthwise_as_windows.defvjp(_depthwise_forward, _depthwise_backward)
+
+
 class DepthwiseConv(nn.Module):
   """Depthwise convolution with TF 'SAME' padding; kernel (k, k, 1, channels).
 
@@ -123,8 +172,4 @@ class DepthwiseConv(nn.Module):
       return lax.conv_general_dilated(
           x, kernel, (stride, stride), padding, feature_group_count=channels,
           dimension_numbers=DIMENSION_NUMBERS)
-    out = None
-    for i, j, window in _windows(x, (k, k), (stride, stride), padding):
-      term = window * kernel[i, j, 0]
-      out = term if out is None else out + term
-    return out
+    return depthwise_as_windows(x, kernel[:, :, 0], (stride, stride), padding)
