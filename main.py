@@ -20,13 +20,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
 _MODE = flags.DEFINE_enum(
-    'mode', 'train', ['train', 'evaluate', 'predict', 'audit', 'summary'],
+    'mode', 'train', ['train', 'evaluate', 'predict', 'audit', 'summary', 'benchmark'],
     'train: train, select the checkpoint on validation, evaluate it once on test '
     'and write WORKDIR/report/. evaluate: re-evaluate the selected checkpoint on '
     'the test split, or with other --config.data.* on all of another data set '
     '(external validation). audit: prepare and check the data, split it by '
     'patient and write split.json and audit.json. summary: build the model, load '
-    'its pretrained backbones and write model_summary.json.')
+    'its pretrained backbones and write model_summary.json. benchmark: time the '
+    'train step and inference on synthetic inputs (and the peers with '
+    '--config.benchmark.peers) and write benchmark.json and benchmark.md.')
 
 
 # Libraries whose informational messages would bury this program's own.
@@ -78,6 +80,9 @@ def main(argv: list[str]) -> None:
           '--config.data.folder_dir=FOLDER (external validation).')
     elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
+    elif _MODE.value == 'benchmark':
+      from hybridcovid import benchmark
+      benchmark.run(config, workdir)
     elif _MODE.value == 'audit':
       from hybridcovid.data import pipeline  # Imports TensorFlow.
       pipeline.load(config.data, workdir, config.seed)

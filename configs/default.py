@@ -61,6 +61,18 @@ def get_config() -> ml_collections.ConfigDict:
   # The validation metric that picks the checkpoint evaluated on test.
   config.train.selection_metric = 'accuracy'
 
+  # --mode=benchmark: throughput of the train step and of inference on
+  # synthetic inputs at data.image_size, each case in a fresh process.
+  config.benchmark = ml_collections.ConfigDict()
+  config.benchmark.modes = ('train', 'inference')
+  config.benchmark.batch_sizes = (8, 32)  # Global batches; add 128 on a GPU.
+  config.benchmark.dtypes = ('float32',)  # Compute dtypes: 'float32', 'bfloat16'.
+  config.benchmark.warmup_steps = 2
+  config.benchmark.steps = 5
+  # Also run the peers of benchmarks/peers/ (Keras, PyTorch) on the same cases.
+  config.benchmark.peers = False
+  config.benchmark.timeout_seconds = 3600.0  # Per case and framework.
+
   config.data = ml_collections.ConfigDict()
   # Where the data come from: the paper's data sets (manual downloads; layout
   # 'radiography' / 'ctscan', or 'folder' for a folder of your own), any

@@ -1,0 +1,286 @@
+"""`--mode=benchmark`: train-step and inference throughput of the configured model.
+
+Every case (mode, batch size, dtype) runs in a fresh process, so that its
+compile time and peak memory are its own. Inputs are synthetic and placed on
+the devices before timing; nothing here imports TensorFlow. With
+`benchmark.peers`, the same cases run in the peers of `benchmarks/peers/`
+(Keras on TensorFlow, PyTorch), each in a process of its own, and the report
+gives our throughput as a ratio to each peer's, measured in the same run.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hybridcovid import errors, models, optimizers, timing, train
+
+MODES = ('train', 'inference')
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS_DIR = os.path.join(REPO_DIR, 'benchmarks', 'peers')
+PEERS = {'keras': 'keras_peer.py', 'pytorch': 'torch_peer.py'}
+
+# Dense matrix-product peaks (FLOP/s) by device kind: bfloat16 tensor cores,
+# and TF32 for float32 (XLA's default GPU precision). Longer names first.
+GPU_PEAK_FLOPS = (
+    ('H100 PCIe', {'bfloat16': 756e12, 'float32': 378e12}),
+    ('H100', {'bfloat16': 989e12, 'float32': 494e12}),
+    ('H200', {'bfloat16': 989e12, 'float32': 494e12}),
+    ('A100', {'bfloat16': 312e12, 'float32': 156e12}),
+)
+
+
+def model_name(backbones: Any) -> str:
+  return '+'.join(backbones)
+
+
+def synthetic_batch(batch_size: int, image_size: int, mesh: jax.sharding.Mesh) -> dict:
+  """A training batch of random images and labels, split over `mesh`'s devices."""
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
+           'label': rng.integers(0, 2, batch_size).astype(np.int32),
+           'weight': np.ones(batch_size, np.float32),
+           'mask': np.ones(batch_size, bool)}
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
+  return jax.device_put(batch, sharding)
+
+
+def _peak_memory() -> tuple[int, str]:
+  stats = [device.memory_stats() or {} for device in jax.local_devices()]
+  if all('peak_bytes_in_use' in s for s in stats):
+    return max(s['peak_bytes_in_use'] for s in stats), 'device'
+  return timing.peak_rss_bytes(), 'process'
+
+
+def measure(config: ml_collections.ConfigDict, mode: str, batch_size: int, dtype: str) -> dict:
+  """Times `mode` ('train' or 'inference') of the configured model in this process.
+
+  Returns images/s (median, min, max over `benchmark.steps` steps after
+  `benchmark.warmup_steps`), compile seconds, peak memory and XLA's FLOPs per image.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.dtype = dtype
+  mesh = train.create_mesh()
+  if batch_size % mesh.size:
+    raise errors.UserError(f'Batch size {batch_size} does not split over {mesh.size} '
+                           'devices; change --config.benchmark.batch_sizes.')
+  model = models.create_classifier(config.model, axis_name=train.BATCH_AXIS)
+  optimizer = optimizers.create_optimizer(config.train, steps_per_epoch=1)
+  state = train.replicate(
+      train.create_train_state(model, optimizer, train.initial_variables(config)), mesh)
+  batch = synthetic_batch(batch_size, config.data.image_size, mesh)
+  rng = jax.random.key(0)
+  if mode == 'train':
+    arguments = (state, batch, rng)
+    step_function = train.compile_train_step(mesh)
+  else:
+    arguments = (state, {'image': batch['image']})
+    step_function = train.compile_eval_step(mesh)
+  start = time.perf_counter()
+  compiled = step_function.lower(*arguments).compile()
+  compile_seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+
+  def step():
+    nonlocal state
+    if mode == 'train':  # The step donates the state: carry it on.
+      state, outputs = compiled(state, batch, rng)
+    else:
+      outputs = compiled(state, {'image': batch['image']})
+    jax.block_until_ready(outputs)
+
+  seconds = timing.time_steps(step, config.benchmark.warmup_steps, config.benchmark.steps)
+  memory, memory_kind = _peak_memory()
+  return {'images_per_second': timing.throughput(seconds, batch_size),
+          'compile_seconds': compile_seconds,
+          'peak_memory_bytes': memory, 'memory_kind': memory_kind,
+          # The compiled program is one device's share of the batch.
+          'flops_per_image': float(cost.get('flops', 0.0)) * mesh.size / batch_size or None}
+
+
+def _run_process(command: list[str], timeout: float) -> dict:
+  """Runs one measuring process; its result is the last line of its stdout."""
+  environment = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+      filter(None, [REPO_DIR, os.environ.get('PYTHONPATH')]))}
+  try:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO_DIR, env=environment, check=False)
+  except subprocess.TimeoutExpired:
+    return {'error': f'timed out after {timeout:.0f} s'}
+  lines = done.stdout.strip().splitlines()
+  if done.returncode or not lines:
+    tail = ' | '.join(done.stderr.strip().splitlines()[-3:])
+    return {'error': f'exit status {done.returncode}: {tail}'}
+  return json.loads(lines[-1])
+
+
+def _matmul_ceiling(dtype: str) -> float:
+  """FLOP/s of a large matrix product on the first device: the practical ceiling."""
+  n = 4096 if jax.default_backend() == 'cpu' else 16384
+  a = jax.device_put(jnp.ones((n, n), dtype), jax.devices()[0])
+  product = jax.jit(jnp.dot)
+  product(a, a).block_until_ready()
+  seconds = timing.time_steps(lambda: product(a, a).block_until_ready(), 1, 5)
+  return 2 * n ** 3 / sorted(seconds)[len(seconds) // 2]
+
+
+def _device_peak(dtype: str) -> float | None:
+  kind = jax.devices()[0].device_kind
+  for name, peaks in GPU_PEAK_FLOPS:
+    if name in kind:
+      return peaks.get(dtype)
+  return None
+
+
+def environment() -> dict:
+  """What the numbers were measured on."""
+  device = jax.devices()[0]
+  return {'backend': jax.default_backend(), 'device_kind': device.device_kind,
+          'device_count': jax.device_count(), 'cpu_count': os.cpu_count(),
+          'processor': platform.processor() or platform.machine(),
+          'python': platform.python_version(), 'jax': jax.__version__,
+          'time': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Measures every case of `config.benchmark`, and its peers if asked.
+
+  Writes `workdir/benchmark.json` and `workdir/benchmark.md`; returns the JSON's content.
+  """
+  settings = config.benchmark
+  for mode in settings.modes:
+    if mode not in MODES:
+      raise errors.UserError(f'Unknown benchmark mode {mode!r} in --config.benchmark.modes; '
+                             f'choose from {MODES}.')
+  name = model_name(config.model.backbones)
+  result = {'model': name, 'image_size': config.data.image_size,
+            'environment': environment(), 'cases': []}
+  result['environment']['matmul_flops_per_second'] = {
+      dtype: _matmul_ceiling(dtype) for dtype in settings.dtypes}
+  result['environment']['device_peak_flops_per_second'] = {
+      dtype: _device_peak(dtype) for dtype in settings.dtypes}
+  for mode in settings.modes:
+    for batch_size in settings.batch_sizes:
+      for dtype in settings.dtypes:
+        case = {'mode': mode, 'batch_size': batch_size, 'dtype': dtype}
+        logging.info('Benchmarking %s: %s.', name, case)
+        request = json.dumps({'config': config.to_json(), **case})
+        case['ours'] = _run_process(
+            [sys.executable, '-m', 'hybridcovid.benchmark', request], settings.timeout_seconds)
+        if settings.peers:
+          case['peers'] = {
+              peer: _run_process(
+                  [sys.executable, os.path.join(PEERS_DIR, script),
+                   f'--backbones={",".join(config.model.backbones)}', f'--mode={mode}',
+                   f'--batch_size={batch_size}', f'--dtype={dtype}',
+                   f'--image_size={config.data.image_size}',
+                   f'--hidden_units={config.model.hidden_units}',
+                   f'--learning_rate={config.train.learning_rate}',
+                   f'--warmup_steps={settings.warmup_steps}', f'--steps={settings.steps}'],
+                  settings.timeout_seconds)
+              for peer, script in PEERS.items()}
+        logging.info('%s', format_case(case))
+        result['cases'].append(case)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
+    json.dump(result, f, indent=2)
+  with open(os.path.join(workdir, 'benchmark.md'), 'w') as f:
+    f.write(markdown(result))
+  logging.info('Wrote %s and benchmark.md.', os.path.join(workdir, 'benchmark.json'))
+  return result
+
+
+def _rate(measurement: dict) -> float | None:
+  return measurement.get('images_per_second', {}).get('median')
+
+
+def format_case(case: dict) -> str:
+  ours = case['ours']
+  if 'error' in ours:
+    return f"{case['mode']} batch {case['batch_size']} {case['dtype']}: {ours['error']}"
+  rate = ours['images_per_second']
+  return (f"{case['mode']} batch {case['batch_size']} {case['dtype']}: "
+          f"{rate['median']:.2f} img/s ({rate['min']:.2f}-{rate['max']:.2f})")
+
+
+def _peer_cell(ours: float | None, peer: dict) -> str:
+  if 'skipped' in peer:
+    return f"skipped ({peer['skipped']})"
+  if 'error' in peer:
+    return f"error ({peer['error'][:80]})"
+  rate = _rate(peer)
+  return f'{rate:.2f} ({ours / rate:.2f}x)' if ours else f'{rate:.2f}'
+
+
+def markdown(result: dict) -> str:
+  """The benchmark as a Markdown table; peers as 'img/s (our ratio to it)'."""
+  environment_ = result['environment']
+  backend = environment_['backend']
+  peers = sorted({peer for case in result['cases'] for peer in case.get('peers', {})})
+  lines = [
+      f"# Benchmark: {result['model']}, {result['image_size']}x{result['image_size']}",
+      '',
+      f"{environment_['device_count']} x {environment_['device_kind']} ({backend}), "
+      f"{environment_['cpu_count']} CPU cores, JAX {environment_['jax']}, "
+      f"{environment_['time']}. Matrix-product ceiling measured in this run: " + ', '.join(
+          f'{dtype} {flops / 1e9:.0f} GFLOP/s'
+          for dtype, flops in environment_['matmul_flops_per_second'].items()) + '.',
+      '',
+      'img/s: median of the timed steps (min-max). Peers: their img/s and our ratio to it.',
+      '',
+  ]
+  utilisation = 'MFU' if backend == 'gpu' else 'of matmul ceiling'
+  header = ['mode', 'batch', 'dtype', 'img/s', 'compile s', 'peak memory GB',
+            'GFLOP/img', 'TFLOP/s', utilisation] + peers
+  lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for case in result['cases']:
+    ours = case['ours']
+    row = [case['mode'], str(case['batch_size']), case['dtype']]
+    if 'error' in ours:
+      row += [f"error ({ours['error'][:80]})"] + [''] * 5
+      rate = None
+    else:
+      rate = _rate(ours)
+      speed = ours['images_per_second']
+      flops = ours['flops_per_image']
+      achieved = flops * rate if flops else None
+      peak = (environment_['device_peak_flops_per_second'].get(case['dtype'])
+              if backend == 'gpu' else
+              environment_['matmul_flops_per_second'].get(case['dtype']))
+      row += [f"{rate:.2f} ({speed['min']:.2f}-{speed['max']:.2f})",
+              f"{ours['compile_seconds']:.1f}",
+              f"{ours['peak_memory_bytes'] / 2**30:.2f} ({ours['memory_kind']})",
+              f'{flops / 1e9:.2f}' if flops else '-',
+              f'{achieved / 1e12:.3f}' if achieved else '-',
+              f'{100 * achieved / peak:.1f}%' if achieved and peak else '-']
+    row += [_peer_cell(rate, case['peers'][peer]) if peer in case.get('peers', {}) else '-'
+            for peer in peers]
+    lines.append('| ' + ' | '.join(row) + ' |')
+  for peer in peers:
+    described = {case['peers'][peer].get('configuration')
+                 for case in result['cases'] if peer in case.get('peers', {})} - {None}
+    if described:
+      lines.append(f"\n{peer}: {'; '.join(sorted(described))}.")
+  return '\n'.join(lines) + '\n'
+
+
+def main() -> None:
+  """Measures one case, given as JSON in argv[1], and prints the result as JSON."""
+  request = json.loads(sys.argv[1])
+  config = ml_collections.ConfigDict(json.loads(request['config']))
+  timing.print_result(measure(config, request['mode'], request['batch_size'],
+                              request['dtype']))
+
+
+if __name__ == '__main__':
+  main()
