@@ -9,7 +9,6 @@ import os
 from typing import Any
 
 from absl import logging
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +33,7 @@ def _decode(value: Any) -> str:
   return value.decode('utf8') if isinstance(value, bytes) else str(value)
 
 
-def _string_list_attribute(group: h5py.Group, name: str) -> list[str]:
+def _string_list_attribute(group: Any, name: str) -> list[str]:
   """Reads a Keras string-list attribute, which Keras splits into name0, name1... when large."""
   if name in group.attrs:
     return [_decode(value) for value in group.attrs[name]]
@@ -75,6 +74,7 @@ def read_keras_weights(path: str, layers: list[layer_table.KerasLayer]
                        'file such as resnet50_weights_tf_dim_ordering_tf_kernels'
                        '_notop.h5 or efficientnetb0_notop.h5.')
   try:
+    import h5py  # pylint: disable=import-outside-toplevel  # Only conversion needs it.
     with h5py.File(path, 'r') as f:
       root = f['model_weights'] if 'model_weights' in f else f
       layer_names = _string_list_attribute(root, 'layer_names')
