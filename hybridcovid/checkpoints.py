@@ -25,6 +25,16 @@ class CheckpointError(errors.UserError):
   """No usable checkpoint where one was expected."""
 
 
+def open_trained_run(workdir: str) -> 'RunCheckpoints':
+  """The checkpoints of a trained run; where there is none, a clear error and nothing created."""
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(os.path.join(workdir, BEST_DIR)):
+    raise CheckpointError(
+        f'{workdir} holds no trained run ({BEST_DIR}/ is missing): check --workdir, '
+        'or train first (python main.py --config=... --workdir=...).')
+  return RunCheckpoints(workdir)
+
+
 class RunCheckpoints:
   """Saves an epoch's state and record; restores the latest or the best."""
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from hybridcovid import checkpoints, errors, hashing, metrics, models
+from hybridcovid import bootstrap, calibration, checkpoints, errors, hashing, metrics, models
 from hybridcovid import optimizers, report, train
 from hybridcovid.data import pipeline, sources
 
@@ -123,22 +123,43 @@ def predict_split(state: train.TrainState, stream: pipeline.InputPipeline, split
   return np.concatenate(ids), np.concatenate(probabilities)
 
 
-def evaluate_split(state, stream, split, eval_fn, sharding) -> tuple[dict, list[dict]]:
-  """Metrics overall, per modality and per source on `split`, and one row per image."""
+def split_predictions(state, stream, split, eval_fn, sharding) -> list[dict]:
+  """One row per image of `split`: key, patient, modality, source, label, COVID probability."""
   ids, probabilities = predict_split(state, stream, split, eval_fn, sharding)
   records = [stream.data.facts[i].record for i in ids]
-  labels = np.array([record.label for record in records])
-  result = dict(metrics.metrics_by_group(
-      labels, probabilities, np.array([record.modality for record in records])))
-  for source, values in metrics.metrics_by_group(
-      labels, probabilities, np.array([record.source for record in records])).items():
+  return [{'key': record.key, 'patient_id': record.patient_id,
+           'modality': record.modality, 'source': record.source,
+           'label': record.label, 'probability': float(probability)}
+          for record, probability in zip(records, probabilities)]
+
+
+def group_metrics(predictions: list[dict], threshold: float = 0.5,
+                  eval_config: ml_collections.ConfigDict | None = None) -> dict:
+  """Metrics of `predictions` overall, per modality and per source, at `threshold`.
+
+  With `eval_config` (the config's `eval` section), each group's metrics also
+  get bootstrap confidence `intervals`, resampling patients.
+  """
+  labels = np.array([row['label'] for row in predictions])
+  scores = np.array([row['probability'] for row in predictions])
+  modalities = np.array([row['modality'] for row in predictions])
+  sources = np.array([row['source'] for row in predictions])
+  result = dict(metrics.metrics_by_group(labels, scores, modalities, threshold))
+  masks = {'overall': np.ones(len(predictions), bool),
+           **{modality: modalities == modality for modality in set(modalities.tolist())}}
+  for source, values in metrics.metrics_by_group(labels, scores, sources, threshold).items():
     if source != 'overall':
       result[f'source:{source}'] = values
-  predictions = [{'key': record.key, 'patient_id': record.patient_id,
-                  'modality': record.modality, 'source': record.source,
-                  'label': record.label, 'probability': float(probability)}
-                 for record, probability in zip(records, probabilities)]
-  return result, predictions
+      masks[f'source:{source}'] = sources == source
+  if eval_config is not None:
+    patients = np.array([row['patient_id'] for row in predictions])
+    for group, values in result.items():
+      mask = masks[group]
+      values['intervals'] = bootstrap.confidence_intervals(
+          labels[mask], scores[mask], patients[mask], threshold,
+          eval_config.bootstrap_resamples, eval_config.bootstrap_seed,
+          eval_config.confidence_level)
+  return result
 
 
 TRAINED_PROVENANCE = ('The test split was used once, for the table below, and for '
@@ -272,7 +293,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress.set_postfix(loss=f'{loss:.4f}')
       summaries.scalars(step, {'train/loss': loss, 'train/accuracy': accuracies[-1],
                                'train/learning_rate': float(learning_rate(step - 1))})
-    validation, _ = evaluate_split(state, stream, 'validation', eval_fn, sharding)
+    validation_predictions = split_predictions(state, stream, 'validation', eval_fn, sharding)
+    validation = group_metrics(validation_predictions)
+    # Fitted on validation only, kept with the checkpoint, applied unchanged to test.
+    operating_point = calibration.operating_point(
+        [row['label'] for row in validation_predictions],
+        [row['probability'] for row in validation_predictions], config.eval.target_sensitivity)
     selection = validation['overall'][config.train.selection_metric]
     logging.info('Epoch %d: training loss %.4f, validation %s %.4f, AUC %.4f.', epoch + 1,
                  np.mean(losses), config.train.selection_metric, selection,
@@ -284,7 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     'learning_rate': float(learning_rate(int(state.step) - 1)),
                     'validation': validation['overall']})
     run.save(epoch, state, {**record, 'validation': validation['overall'],
-                            'history': history},
+                            'operating_point': operating_point, 'history': history},
              None if np.isnan(selection) else float(selection))
   summaries.close()
   run.wait()
@@ -297,10 +323,26 @@ def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, shardi
                          title='hybridcovid report') -> dict:
   """Evaluates the best checkpoint on the test split; process 0 writes the report."""
   best, best_record = run.restore_best(template)
-  test, predictions = evaluate_split(best, stream, 'test', eval_fn, sharding)
+  predictions = split_predictions(best, stream, 'test', eval_fn, sharding)
   result = {'selected_epoch': best_record['epoch'],
             'selection_metric': best_record['config']['train']['selection_metric'],
-            'validation': best_record['validation'], 'test': test}
+            'validation': best_record['validation'],
+            'test': group_metrics(predictions, 0.5, config.eval),
+            'intervals': {'level': config.eval.confidence_level,
+                          'resamples': config.eval.bootstrap_resamples, 'unit': 'patient'}}
+  operating_point = best_record.get('operating_point')
+  if operating_point:  # Runs trained before operating points were kept have none.
+    for row in predictions:
+      row['calibrated_probability'] = float(calibration.apply_temperature(
+          row['probability'], operating_point['temperature']))
+    labels = [row['label'] for row in predictions]
+    result['operating_point'] = {
+        **operating_point,
+        'test': group_metrics(predictions, operating_point['threshold'], config.eval),
+        'test_ece': calibration.expected_calibration_error(
+            labels, [row['probability'] for row in predictions]),
+        'test_ece_calibrated': calibration.expected_calibration_error(
+            labels, [row['calibrated_probability'] for row in predictions])}
   if _is_writer():
     report.write_report(os.path.join(workdir, report_dir), result, predictions, history,
                         _describe(config, data, title, provenance))
@@ -329,11 +371,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   its input size always come from the checkpoint.
   """
   workdir = os.path.abspath(workdir)
-  if not os.path.isdir(os.path.join(workdir, checkpoints.BEST_DIR)):
-    raise checkpoints.CheckpointError(
-        f'{workdir} holds no trained run ({checkpoints.BEST_DIR}/ is missing): check '
-        '--workdir, or train first (python main.py --config=... --workdir=...).')
-  run = checkpoints.RunCheckpoints(workdir)
+  run = checkpoints.open_trained_run(workdir)
   trained = ml_collections.ConfigDict(run.best_record()['config'])
   names_data = any(config.data[name] for name in ('cxr_dir', 'ct_dir', 'folder_dir', 'synthetic'))
   external = names_data and any(_normalised(config.data[name]) != _normalised(trained.data[name])
@@ -361,6 +399,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size, mesh)
   described = ml_collections.ConfigDict(trained.to_dict())
   described.data = data_config  # The report describes the data it evaluated.
+  described.eval = config.eval  # How to evaluate is this command's choice.
   return _evaluate_and_report(described, workdir, run, template, stream,
                               train.compile_eval_step(mesh), sharding, report_dir, data,
                               run.latest_record()['history'], provenance, title)

@@ -1,8 +1,8 @@
 """The run's report: metrics.json, report.md in the paper's table layout, and figures.
 
 `WORKDIR/report/` holds `metrics.json`, `report.md`, `predictions.csv` (one
-row per test image), `confusion_matrix.png`, `roc.png` and
-`training_curves.png`. Every number is computed from the predictions given;
+row per test image), `confusion_matrix.png`, `roc.png`, `reliability.png`
+and `training_curves.png`. Every number is computed from the predictions given;
 the test split is the one the selected checkpoint was evaluated on once.
 """
 
@@ -18,7 +18,7 @@ matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from hybridcovid import metrics
+from hybridcovid import calibration, metrics
 
 REPORT_DIR = 'report'
 METRICS_FILE = 'metrics.json'
@@ -38,14 +38,23 @@ def group_name(group: str) -> str:
   return GROUP_NAMES.get(group, group.removeprefix('source:'))
 
 
+def _cell(values: dict, name: str) -> str:
+  """A metric in percent, with its confidence interval where there is one."""
+  if 'intervals' not in values or math.isnan(values[name]):
+    return percent(values[name])
+  low, high = values['intervals'][name]
+  return f'{percent(values[name])} ({percent(low)}-{percent(high)})'
+
+
 def metrics_table(by_group: dict, label: str = 'Data') -> str:
-  """A Markdown table: one row per group, the paper's metrics in percent."""
+  """A Markdown table: one row per group, the paper's metrics in percent,
+  each with its confidence interval (low-high) where the group has them."""
   header = [label, 'Images', 'COVID', *(short for _, short in TABLE_COLUMNS)]
   rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for group, values in by_group.items():
     counts = values['counts']
     cells = [group_name(group), str(sum(counts.values())), str(counts['tp'] + counts['fn']),
-             *(percent(values[name]) for name, _ in TABLE_COLUMNS)]
+             *(_cell(values, name) for name, _ in TABLE_COLUMNS)]
     rows.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(rows)
 
@@ -101,6 +110,27 @@ def plot_roc_curves(predictions: Sequence[dict], path: str) -> None:
   plt.close(figure)
 
 
+def plot_reliability(predictions: Sequence[dict], path: str) -> None:
+  """Reliability diagram: COVID fraction against mean predicted probability per bin,
+  for the raw probabilities and, where present, the temperature-scaled ones."""
+  labels = np.array([row['label'] for row in predictions])
+  figure, axis = plt.subplots(figsize=(4.8, 4.6))
+  axis.plot([0, 1], [0, 1], ':', color='grey', label='Perfect calibration')
+  for field, name in (('probability', 'Raw'), ('calibrated_probability', 'Temperature-scaled')):
+    if predictions and field in predictions[0]:
+      scores = np.array([row[field] for row in predictions])
+      table = calibration.reliability(labels, scores)
+      ece = calibration.expected_calibration_error(labels, scores)
+      axis.plot(table['mean_probability'], table['covid_fraction'], 'o-',
+                label=f'{name} (ECE {100 * ece:.2f}%)')
+  axis.set(xlabel='Mean predicted COVID probability', ylabel='Fraction COVID',
+           xlim=(0, 1), ylim=(0, 1.01), title='Reliability (test, 10 bins)')
+  axis.legend(loc='upper left', fontsize='small')
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
 def plot_training_curves(history: Sequence[dict], path: str, selected_epoch: int) -> None:
   """Training loss, training and validation accuracy and AUC, and learning rate per epoch."""
   epochs = [entry['epoch'] + 1 for entry in history]
@@ -125,10 +155,47 @@ def plot_training_curves(history: Sequence[dict], path: str, selected_epoch: int
 
 def write_predictions(predictions: Sequence[dict], path: str) -> None:
   fields = ('key', 'patient_id', 'modality', 'source', 'label', 'probability')
+  if predictions and 'calibrated_probability' in predictions[0]:
+    fields += ('calibrated_probability',)
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fields, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(predictions)
+
+
+def _interval_note(result: dict) -> str:
+  if 'intervals' not in result:
+    return ''
+  settings = result['intervals']
+  return (f" In brackets: {100 * settings['level']:g}% bootstrap confidence intervals "
+          f"({settings['resamples']} resamples of {settings['unit']}s, all images of a "
+          f"{settings['unit']} together).")
+
+
+def _operating_point_section(operating_point: dict | None) -> list[str]:
+  if not operating_point:
+    return []
+  threshold = operating_point['threshold']
+  reached = operating_point['validation_sensitivity']
+  return [
+      '',
+      '## Operating point and calibration',
+      '',
+      f"Both were fixed on the validation split, with the checkpoint, before the test split "
+      f"was seen. Decision threshold {threshold:.4f}: the highest whose validation "
+      f"sensitivity reaches {percent(operating_point['target_sensitivity'])}%"
+      + (f' (it reached {percent(reached)}%).' if reached is not None else '.')
+      + ' Test results at this threshold:',
+      '',
+      metrics_table({group: values for group, values in operating_point['test'].items()
+                     if not group.startswith('source:')}),
+      '',
+      f"Calibration: temperature {operating_point['temperature']:.3f} (fitted on validation; "
+      'above 1 means the raw probabilities were overconfident). Expected calibration error '
+      f"on test (10 bins): {percent(operating_point['test_ece'])}% raw, "
+      f"{percent(operating_point['test_ece_calibrated'])}% temperature-scaled; the "
+      'calibrated COVID probability of each image is in predictions.csv.',
+  ]
 
 
 def _markdown(result: dict, description: dict) -> str:
@@ -148,7 +215,7 @@ def _markdown(result: dict, description: dict) -> str:
       'Percentages; COVID is the positive class, decision threshold '
       f"{result['test']['overall']['threshold']}. Az: accuracy, Sp: specificity, "
       'Re: recall (sensitivity), F-M: F1, PPV and NPV: positive and negative '
-      'predictive values, AUC: area under the ROC curve.',
+      'predictive values, AUC: area under the ROC curve.' + _interval_note(result),
       '',
       metrics_table({group: values for group, values in result['test'].items()
                      if not group.startswith('source:')}),
@@ -157,6 +224,7 @@ def _markdown(result: dict, description: dict) -> str:
              if group.startswith('source:')}
   if len(sources) > 1:
     lines += ['', '### By data source', '', metrics_table(sources, label='Source')]
+  lines += _operating_point_section(result.get('operating_point'))
   lines += [
       '',
       '## Figures',
@@ -164,6 +232,8 @@ def _markdown(result: dict, description: dict) -> str:
       '![Confusion matrices](confusion_matrix.png)',
       '',
       '![ROC curves](roc.png)',
+      '',
+      '![Reliability diagram](reliability.png)',
       '',
       '![Training curves](training_curves.png)',
   ]
@@ -179,9 +249,14 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
   Args:
     report_dir: the folder to write, created if needed.
     result: `selected_epoch`, `selection_metric`, `validation` (overall
-      metrics of the selected epoch) and `test` (metrics per group).
+      metrics of the selected epoch) and `test` (metrics per group, each
+      optionally with confidence `intervals`); optionally `intervals` (their
+      level, resamples and unit) and `operating_point` (from
+      `calibration.operating_point`, plus `test` metrics per group at its
+      threshold and the test ECE raw and calibrated).
     predictions: one dict per test image: key, patient_id, modality, source,
-      label (1 for COVID) and probability (of COVID).
+      label (1 for COVID), probability (of COVID) and optionally
+      calibrated_probability.
     history: one dict per epoch: epoch, train_loss, train_accuracy,
       learning_rate and validation (overall metrics).
     description: title, model, image_size, data, split, epochs and provenance
@@ -195,6 +270,7 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
   plot_confusion_matrices(predictions, os.path.join(report_dir, 'confusion_matrix.png'),
                           result['test']['overall']['threshold'])
   plot_roc_curves(predictions, os.path.join(report_dir, 'roc.png'))
+  plot_reliability(predictions, os.path.join(report_dir, 'reliability.png'))
   plot_training_curves(history, os.path.join(report_dir, 'training_curves.png'),
                        result['selected_epoch'])
   with open(os.path.join(report_dir, 'report.md'), 'w') as f:

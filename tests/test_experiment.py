@@ -1,5 +1,8 @@
+import csv
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -9,6 +12,8 @@ from configs import default
 from hybridcovid import checkpoints, experiment, models, optimizers, report, train
 import data_trees
 import test_pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(tmp_path, epochs, folder='images'):
@@ -89,6 +94,52 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
                external['test'])
   # The run's own report is untouched.
   assert _same(_read(os.path.join(report_dir, report.METRICS_FILE))['test'], test)
+
+  # Every test metric has its patient-bootstrap interval; the operating point
+  # is the one kept with the selected checkpoint, fitted on validation.
+  for group in ('overall', 'cxr', 'ct'):
+    for name in ('accuracy', 'auc'):
+      low, high = test[group]['intervals'][name]
+      assert low <= test[group][name] <= high or np.isnan(test[group][name])
+  kept = checkpoints.RunCheckpoints(workdir).best_record()['operating_point']
+  assert saved['operating_point']['threshold'] == kept['threshold']
+  assert saved['operating_point']['temperature'] == kept['temperature'] > 0
+  assert 'reliability.png' in os.listdir(report_dir)
+  assert '## Operating point and calibration' in open(
+      os.path.join(report_dir, 'report.md')).read()
+
+  # Predict, without TensorFlow, on a folder of the run's images and on bad files.
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  (bad / 'notes.txt').write_text('not an image')
+  (bad / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(20))
+  code = ('import sys; from hybridcovid import predict; '
+          'predict.predict(sys.argv[1], sys.argv[2:]); '
+          "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
+  done = subprocess.run([sys.executable, '-c', code, workdir, str(tmp_path / 'images' / 'cxr'),
+                         str(bad), str(tmp_path / 'missing.png')],
+                        cwd=ROOT, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr
+  predicted = _read(os.path.join(workdir, 'predict', 'predictions.json'))
+  assert len(predicted['predictions']) == 40
+  assert sorted(os.path.basename(p['path']) for p in predicted['unreadable']) == [
+      'broken.png', 'missing.png', 'notes.txt']
+  assert 'not a PNG, JPEG or DICOM file' in next(
+      p['reason'] for p in predicted['unreadable'] if p['path'].endswith('notes.txt'))
+  assert predicted['threshold'] == kept['threshold']
+  # The same images score as in the run's evaluation (resizing differs by rounding only).
+  with open(os.path.join(report_dir, 'predictions.csv')) as f:
+    evaluated = {row['key'].split(':', 1)[1]: float(row['probability'])
+                 for row in csv.DictReader(f) if row['modality'] == 'cxr'}
+  compared = 0
+  for row in predicted['predictions']:
+    relpath = os.path.relpath(row['path'], tmp_path / 'images')
+    if relpath in evaluated:
+      assert abs(row['probability'] - evaluated[relpath]) < 0.01
+      assert row['decision'] == ('COVID' if row['probability'] >= kept['threshold']
+                                 else 'normal')
+      compared += 1
+  assert compared >= 4
 
 
 @pytest.mark.slow

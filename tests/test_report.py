@@ -3,7 +3,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from hybridcovid import metrics, report
+from hybridcovid import bootstrap, calibration, metrics, report
 
 
 def _predictions():
@@ -64,3 +64,55 @@ def test_undefined_metrics_read_n_a():
   table = report.metrics_table(by_group)
   # No COVID case: recall and F1 are undefined; specificity is 100%.
   assert table.splitlines()[2] == '| CT | 4 | 0 | 100.00 | 100.00 | n/a | n/a | n/a | 100.00 | n/a |'
+
+
+def test_the_table_gives_each_metric_its_confidence_interval(tmp_path):
+  predictions = _predictions()
+  result = _result(predictions)
+  overall = result['test']['overall']
+  overall['intervals'] = bootstrap.confidence_intervals(
+      np.array([row['label'] for row in predictions]),
+      np.array([row['probability'] for row in predictions]),
+      np.array([row['patient_id'] for row in predictions]))
+  result['intervals'] = {'level': 0.95, 'resamples': 1000, 'unit': 'patient'}
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  markdown = (tmp_path / 'report.md').read_text()
+  row = next(line for line in markdown.splitlines() if line.startswith('| All |'))
+  low, high = overall['intervals']['accuracy']
+  assert low < overall['accuracy'] < high
+  assert row.split('|')[4].strip() == (
+      f"{100 * overall['accuracy']:.2f} ({100 * low:.2f}-{100 * high:.2f})")
+  # Groups without intervals keep plain numbers.
+  ct_row = next(line for line in markdown.splitlines() if line.startswith('| CT |'))
+  assert '(' not in ct_row
+  assert ('In brackets: 95% bootstrap confidence intervals (1000 resamples of patients, all '
+          'images of a patient together).') in markdown
+
+
+def test_the_operating_point_and_calibration_are_reported(tmp_path):
+  predictions = _predictions()
+  labels = np.array([row['label'] for row in predictions])
+  scores = np.array([row['probability'] for row in predictions])
+  point = calibration.operating_point(labels, scores, 0.95)
+  for row in predictions:
+    row['calibrated_probability'] = float(
+        calibration.apply_temperature(row['probability'], point['temperature']))
+  result = _result(predictions)
+  result['operating_point'] = {
+      **point, 'test': metrics.metrics_by_group(
+          labels, scores, np.array([row['modality'] for row in predictions]),
+          point['threshold']),
+      'test_ece': 0.125, 'test_ece_calibrated': 0.0625}
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  markdown = (tmp_path / 'report.md').read_text()
+  assert f"Decision threshold {point['threshold']:.4f}" in markdown
+  assert 'sensitivity reaches 95.00% (it reached 95.00%)' in markdown
+  assert '12.50% raw, 6.25% temperature-scaled' in markdown
+  recall_at_threshold = next(
+      line for line in markdown.split('## Operating point')[1].splitlines()
+      if line.startswith('| All |')).split('|')[6].strip()
+  assert recall_at_threshold == '95.00'  # The same images: validation is test here.
+  with Image.open(tmp_path / 'reliability.png') as image:
+    assert image.format == 'PNG'
+  header = (tmp_path / 'predictions.csv').read_text().splitlines()[0]
+  assert header.endswith(',probability,calibrated_probability')

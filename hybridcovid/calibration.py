@@ -1,0 +1,112 @@
+"""Calibration and the operating point, fitted on the validation split.
+
+The classifier's COVID probability is the softmax of two logits, so it is
+the logistic of their difference: temperature scaling divides that
+difference by one number T fitted to minimise the validation negative
+log-likelihood. The decision threshold is the highest one that reaches a
+target sensitivity on the validation split. Both are chosen without the
+test split and then applied to it unchanged.
+"""
+
+import numpy as np
+
+# Probabilities are clipped this far from 0 and 1 before taking logits.
+EPSILON = 1e-7
+
+
+def logits(probabilities: np.ndarray) -> np.ndarray:
+  """The logit difference whose logistic is `probabilities`."""
+  p = np.clip(np.asarray(probabilities, np.float64), EPSILON, 1 - EPSILON)
+  return np.log(p) - np.log1p(-p)
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+  """Probabilities with their logits divided by `temperature`."""
+  return 1 / (1 + np.exp(-logits(probabilities) / temperature))
+
+
+def negative_log_likelihood(labels: np.ndarray, probabilities: np.ndarray) -> float:
+  labels = np.asarray(labels, bool)
+  p = np.clip(np.asarray(probabilities, np.float64), EPSILON, 1 - EPSILON)
+  return float(-np.mean(np.where(labels, np.log(p), np.log1p(-p))))
+
+
+def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
+  """The temperature in [0.05, 20] minimising the negative log-likelihood.
+
+  A golden-section search on log T: the likelihood is unimodal in it.
+  """
+  def loss(log_temperature):
+    return negative_log_likelihood(
+        labels, apply_temperature(probabilities, np.exp(log_temperature)))
+
+  low, high = np.log(0.05), np.log(20.0)
+  ratio = (np.sqrt(5) - 1) / 2
+  left, right = high - ratio * (high - low), low + ratio * (high - low)
+  loss_left, loss_right = loss(left), loss(right)
+  for _ in range(60):
+    if loss_left <= loss_right:
+      high, right, loss_right = right, left, loss_left
+      left = high - ratio * (high - low)
+      loss_left = loss(left)
+    else:
+      low, left, loss_left = left, right, loss_right
+      right = low + ratio * (high - low)
+      loss_right = loss(right)
+  return float(np.exp((low + high) / 2))
+
+
+def threshold_for_sensitivity(labels: np.ndarray, probabilities: np.ndarray,
+                              sensitivity: float) -> float:
+  """The highest threshold at which at least `sensitivity` of the COVID cases score >= it.
+
+  The highest such threshold keeps specificity as high as the target allows.
+  Without COVID cases it is 0.5.
+  """
+  positives = np.sort(np.asarray(probabilities, np.float64)[np.asarray(labels, bool)])[::-1]
+  if not len(positives):
+    return 0.5
+  # The k-th highest positive score flags k positives (ties flag more).
+  needed = max(int(np.ceil(sensitivity * len(positives) - 1e-9)), 1)
+  return float(positives[needed - 1])
+
+
+def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10
+                ) -> dict[str, np.ndarray]:
+  """Per equal-width bin of the COVID probability: images, mean probability, COVID fraction.
+
+  Empty bins have NaN means.
+  """
+  p = np.asarray(probabilities, np.float64)
+  labels = np.asarray(labels, np.float64)
+  index = np.minimum((p * bins).astype(int), bins - 1)
+  counts = np.bincount(index, minlength=bins)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    confidence = np.bincount(index, p, bins) / counts
+    observed = np.bincount(index, labels, bins) / counts
+  return {'counts': counts, 'mean_probability': confidence, 'covid_fraction': observed,
+          'edges': np.linspace(0, 1, bins + 1)}
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
+                               bins: int = 10) -> float:
+  """Sum over bins of |COVID fraction - mean probability|, weighted by the bin's share."""
+  table = reliability(labels, probabilities, bins)
+  filled = table['counts'] > 0
+  gaps = np.abs(table['covid_fraction'][filled] - table['mean_probability'][filled])
+  return float(np.sum(table['counts'][filled] * gaps) / max(len(probabilities), 1))
+
+
+def operating_point(labels: np.ndarray, probabilities: np.ndarray,
+                    target_sensitivity: float) -> dict:
+  """Temperature and decision threshold fitted on validation predictions, with their ECE."""
+  temperature = fit_temperature(labels, probabilities)
+  calibrated = apply_temperature(probabilities, temperature)
+  threshold = threshold_for_sensitivity(labels, probabilities, target_sensitivity)
+  positives = np.asarray(labels, bool)
+  return {'temperature': temperature, 'threshold': threshold,
+          'target_sensitivity': target_sensitivity,
+          'validation_sensitivity': float(np.mean(
+              np.asarray(probabilities)[positives] >= threshold)) if positives.any() else None,
+          'validation_ece': expected_calibration_error(labels, probabilities),
+          'validation_ece_calibrated': expected_calibration_error(labels, calibrated)}
