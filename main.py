@@ -13,12 +13,15 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from configs import default
 from hybridcovid import errors, summary
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/hybrid.py or configs/hybrid.py:demo.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
+_INPUT = flags.DEFINE_multi_string(
+    'input', [], '--mode=predict: an image file or a folder of them (repeat for more).')
 _MODE = flags.DEFINE_enum(
     'mode', 'train', ['train', 'evaluate', 'predict', 'audit', 'summary', 'benchmark'],
     'train: train, select the checkpoint on validation, evaluate it once on test '
@@ -26,7 +29,9 @@ _MODE = flags.DEFINE_enum(
     'the test split, or with other --config.data.* on all of another data set '
     '(external validation). audit: prepare and check the data, split it by '
     'patient and write split.json and audit.json. summary: build the model, load '
-    'its pretrained backbones and write model_summary.json. benchmark: time the '
+    'its pretrained backbones and write model_summary.json. predict: score '
+    '--input files or folders with the run in --workdir (no --config needed) and '
+    'write WORKDIR/predict/predictions.csv and .json. benchmark: time the '
     'train step and inference on synthetic inputs (and the peers with '
     '--config.benchmark.peers) and write benchmark.json and benchmark.md.')
 
@@ -65,8 +70,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  logging.info('Config:\n%s', _CONFIG.value)
   config, workdir = _CONFIG.value, _WORKDIR.value
+  if config is None:
+    if _MODE.value != 'predict':
+      raise app.UsageError(f'--mode={_MODE.value} needs --config, e.g. --config=configs/hybrid.py.')
+    config = default.get_config()  # The run's own config comes from its checkpoint.
+  logging.info('Config:\n%s', config)
   setup_jax(config)
   try:
     if _MODE.value in ('train', 'evaluate'):
@@ -74,10 +83,8 @@ def main(argv: list[str]) -> None:
       run = experiment.train_and_evaluate if _MODE.value == 'train' else experiment.evaluate
       run(config, workdir)
     elif _MODE.value == 'predict':
-      raise errors.UserError(
-          '--mode=predict is not available in this version. To score a data set '
-          'with a trained run, use --mode=evaluate --workdir=RUN with '
-          '--config.data.folder_dir=FOLDER (external validation).')
+      from hybridcovid import predict
+      predict.predict(workdir, _INPUT.value)
     elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
     elif _MODE.value == 'benchmark':
@@ -91,5 +98,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.mark_flags_as_required(['workdir'])
   app.run(main)

@@ -120,7 +120,9 @@ def test_ct_dicom_applies_rescale_then_window(tmp_path, modality_tag, modality, 
                       RescaleIntercept=-1024, RescaleSlope=1)
   rgb, info = decode.read_image(path, modality=modality, ct_window=ct_window)
   _assert_grey_rgb(rgb, expected)
-  assert info == decode.ImageInfo('dicom', 2, 3, 'MONOCHROME2', 16)
+  # The Modality tag, not the argument, says what the file is.
+  assert info == decode.ImageInfo('dicom', 2, 3, 'MONOCHROME2', 16,
+                                  'ct' if modality_tag == 'CT' else None)
 
 
 def test_monochrome1_cxr_dicom_is_stretched_then_inverted(tmp_path):
@@ -130,7 +132,7 @@ def test_monochrome1_cxr_dicom_is_stretched_then_inverted(tmp_path):
                       BitsStored=12, HighBit=11, Modality='DX')
   rgb, info = decode.read_image(path, modality='cxr')
   _assert_grey_rgb(rgb, np.array([[255, 191], [127, 0]], np.uint8))
-  assert info == decode.ImageInfo('dicom', 2, 2, 'MONOCHROME1', 12)
+  assert info == decode.ImageInfo('dicom', 2, 2, 'MONOCHROME1', 12, 'cxr')
 
 
 def test_cxr_dicom_applies_its_window_before_the_stretch(tmp_path):

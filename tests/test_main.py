@@ -53,11 +53,21 @@ def test_training_without_data_says_how_to_get_it(tmp_path):
   assert 'Traceback' not in result.stderr
 
 
-def test_predict_mode_says_it_is_not_available_yet(tmp_path):
-  result = _main('--mode=predict', f'--workdir={tmp_path}')
+def test_predict_needs_no_config_and_names_a_workdir_without_a_trained_run(tmp_path):
+  result = subprocess.run([sys.executable, 'main.py', '--mode=predict', f'--workdir={tmp_path}',
+                           f'--input={tmp_path}'], cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1].startswith(
-      'error: --mode=predict is not available in this version.')
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {tmp_path} holds no trained run (best/ is missing): check --workdir, or train '
+      'first (python main.py --config=... --workdir=...).')
+  assert os.listdir(tmp_path) == []
+
+
+def test_other_modes_still_need_a_config(tmp_path):
+  result = subprocess.run([sys.executable, 'main.py', '--mode=summary', f'--workdir={tmp_path}'],
+                          cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 1
+  assert '--mode=summary needs --config' in result.stderr
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from hybridcovid import errors
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.dcm', '.dicom')
 DICOM_EXTENSIONS = ('.dcm', '.dicom')
 MODALITIES = (None, 'ct', 'cxr')
+DICOM_MODALITIES = {'CT': 'ct', 'CR': 'cxr', 'DX': 'cxr'}
 
 _HEADER_SIZE = 132
 _PNG_MAGIC = b'\x89PNG'
@@ -56,6 +57,7 @@ class ImageInfo:
   width: int
   mode: str  # Pillow mode ('L', 'I;16', 'RGB', ...) or DICOM PhotometricInterpretation.
   bits: int  # Bits per sample in the file; for DICOM, BitsStored.
+  modality: str | None = None  # From a DICOM Modality tag: 'ct', 'cxr' (CR, DX) or None.
 
 
 def read_image(
@@ -195,7 +197,8 @@ def _decode_dicom(
         f'{path}: cannot decode the DICOM pixel data (pydicom says: {error}). '
         f'Replace the file, or {_SKIP_BAD_HINT}') from error
   height, width = rgb.shape[:2]
-  return rgb, ImageInfo('dicom', height, width, photometric, bits)
+  return rgb, ImageInfo('dicom', height, width, photometric, bits,
+                       DICOM_MODALITIES.get(str(dataset.get('Modality', ''))))
 
 
 def _fraction_to_uint8(fraction: np.ndarray) -> np.ndarray:

@@ -1,0 +1,43 @@
+"""Resizing a decoded image to the model's input, as the training pipeline does, without TensorFlow.
+
+`resize` gives the same pixels as `pipeline.resize` (TensorFlow's antialiased
+bilinear resize, with or without aspect-preserving padding) up to rounding,
+so that prediction on a machine without TensorFlow sees what training saw.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RESIZE_METHODS = ('pad', 'squash')
+
+
+def _padded_layout(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+  """(resized height, width, top, left) of `tf.image.resize_with_pad`, in its float32 maths."""
+  ratio = max(np.float32(width) / np.float32(size), np.float32(height) / np.float32(size))
+  resized_height = np.float32(height) / ratio
+  resized_width = np.float32(width) / ratio
+  top = max(0, int(np.floor((np.float32(size) - resized_height) / np.float32(2))))
+  left = max(0, int(np.floor((np.float32(size) - resized_width) / np.float32(2))))
+  return int(np.floor(resized_height)), int(np.floor(resized_width)), top, left
+
+
+def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
+  """An (H, W, 3) uint8 image as (size, size, 3) uint8.
+
+  'pad' keeps the aspect ratio and pads with black, 'squash' stretches.
+  """
+  if method not in RESIZE_METHODS:
+    raise ValueError(f"Unknown resize method {method!r}; choose 'pad' or 'squash'.")
+  height, width = image.shape[:2]
+  if method == 'squash':
+    shape, top, left = (size, size), 0, 0
+  else:
+    resized_height, resized_width, top, left = _padded_layout(height, width, size)
+    shape = (resized_height, resized_width)
+  resized = jax.image.resize(jnp.asarray(image, jnp.float32), (*shape, image.shape[2]),
+                             method='linear', antialias=True)
+  resized = np.asarray(jnp.clip(jnp.round(resized), 0, 255)).astype(np.uint8)
+  out = np.zeros((size, size, image.shape[2]), np.uint8)
+  out[top:top + shape[0], left:left + shape[1]] = resized
+  return out

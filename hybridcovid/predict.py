@@ -1,0 +1,117 @@
+"""`--mode=predict`: COVID probabilities of image files from a trained run's selected checkpoint.
+
+PNG, JPEG and DICOM files are read with Pillow and pydicom and resized as in
+training, without TensorFlow. `WORKDIR/predict/predictions.csv` and
+`predictions.json` give, per image, the raw and the temperature-scaled COVID
+probability and the decision at the threshold fixed on the validation split.
+Files that cannot be read are listed with the reason; the others are still
+scored.
+"""
+
+import csv
+import json
+import os
+from typing import Sequence
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from hybridcovid import calibration, checkpoints, errors, models, optimizers, train
+from hybridcovid.data import decode, resize
+
+PREDICT_DIR = 'predict'
+CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision')
+
+
+def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
+  """Every file named or inside a named folder (sorted), and the paths that do not exist."""
+  files, missing = [], []
+  for path in paths:
+    if os.path.isdir(path):
+      for folder, _, names in sorted(os.walk(path)):
+        files += [os.path.join(folder, name) for name in sorted(names)]
+    elif os.path.isfile(path):
+      files.append(path)
+    else:
+      missing.append({'path': path, 'reason': 'no such file or folder'})
+  return files, missing
+
+
+def _read(paths: Sequence[str], data_config: ml_collections.ConfigDict
+          ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
+  """(resized images, a row per readable file, a problem per unreadable one)."""
+  images, rows, problems = [], [], []
+  window = (data_config.ct_window_level, data_config.ct_window_width)
+  for path in tqdm.tqdm(paths, desc='reading', unit='file'):
+    try:
+      image, info = decode.read_image(path, ct_window=window)
+    except decode.BadImageError as error:
+      problems.append({'path': path, 'reason': str(error)})
+      continue
+    images.append(resize.resize(image, data_config.image_size, data_config.resize))
+    rows.append({'path': path, 'modality': info.modality or 'unknown'})
+  return images, rows, problems
+
+
+def predict(workdir: str, inputs: Sequence[str]) -> dict:
+  """Scores `inputs` (files or folders) with the run in `workdir`; writes WORKDIR/predict/."""
+  if not inputs:
+    raise errors.UserError('--mode=predict needs --input=PATH (a file or folder; repeat the '
+                           'flag for more).')
+  workdir = os.path.abspath(workdir)
+  run = checkpoints.open_trained_run(workdir)
+  record = run.best_record()
+  trained = ml_collections.ConfigDict(record['config'])
+  files, problems = input_files(inputs)
+  images, rows, unreadable = _read(files, trained.data)
+  problems += unreadable
+
+  mesh = train.create_mesh()
+  model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
+  template = train.abstract_train_state(
+      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size, mesh)
+  state, _ = run.restore_best(template)
+  run.close()
+  eval_fn = train.compile_eval_step(mesh)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
+  batch_size = -(-trained.train.batch_size // mesh.size) * mesh.size
+  probabilities = []
+  for start in tqdm.tqdm(range(0, len(images), batch_size), desc='scoring', unit='batch'):
+    batch = np.stack(images[start:start + batch_size])
+    # A full batch every time: one compiled program.
+    padded = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]),
+                                             np.uint8)])
+    scores = eval_fn(state, {'image': jax.device_put(padded, sharding)})
+    probabilities += np.asarray(scores)[:len(batch)].tolist()
+
+  operating_point = record.get('operating_point')
+  if not operating_point:
+    logging.warning('This run kept no operating point (trained by an older version): the '
+                    'threshold is 0.5 and probabilities are not calibrated.')
+    operating_point = {'threshold': 0.5, 'temperature': 1.0}
+  threshold, temperature = operating_point['threshold'], operating_point['temperature']
+  for row, probability in zip(rows, probabilities):
+    row['probability'] = probability
+    row['calibrated_probability'] = float(calibration.apply_temperature(probability,
+                                                                        temperature))
+    row['decision'] = 'COVID' if probability >= threshold else 'normal'
+
+  output_dir = os.path.join(workdir, PREDICT_DIR)
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, 'predictions.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+  result = {'checkpoint_epoch': record['epoch'], 'threshold': threshold,
+            'temperature': temperature, 'predictions': rows, 'unreadable': problems}
+  with open(os.path.join(output_dir, 'predictions.json'), 'w') as f:
+    json.dump(result, f, indent=1)
+  for problem in problems:
+    logging.warning('Skipped %s: %s', problem['path'], problem['reason'])
+  logging.info('Scored %d images (%d COVID at threshold %.4f), skipped %d; wrote %s.',
+               len(rows), sum(row['decision'] == 'COVID' for row in rows), threshold,
+               len(problems), os.path.join(output_dir, 'predictions.csv'))
+  return result
