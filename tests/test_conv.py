@@ -16,7 +16,9 @@ def _inputs(height, width, channels, seed=0):
 
 @pytest.mark.parametrize('kernel_size, strides, padding, height, width', [
     ((1, 1), 1, 'VALID', 5, 6), ((1, 1), 2, 'VALID', 9, 7), ((3, 3), 1, 'SAME', 6, 5),
-    ((3, 3), 2, 'SAME', 9, 8), ((7, 7), 2, 'VALID', 13, 12), ((3, 3), 2, ((1, 0), (0, 2)), 8, 9)])
+    ((3, 3), 2, 'SAME', 9, 8), ((7, 7), 2, 'VALID', 13, 12), ((3, 3), 2, ((1, 0), (0, 2)), 8, 9),
+    # Inputs smaller than the kernel: stacked windows on CPU.
+    ((3, 3), 1, 'SAME', 2, 2), ((3, 3), 2, 'SAME', 2, 3)])
 def test_conv_matches_flax_conv_values_and_both_gradients(kernel_size, strides, padding,
                                                           height, width):
   x = _inputs(height, width, 3)
@@ -66,3 +68,19 @@ def test_depthwise_conv_equals_grouped_convolution_with_same_padding(
     (8, 3, 1, (1, 1)), (8, 3, 2, (0, 1)), (9, 3, 2, (1, 1)), (7, 5, 2, (2, 2)), (1, 1, 1, (0, 0))])
 def test_same_padding_is_tensorflows(size, kernel_size, stride, expected):
   assert conv.same_padding(size, kernel_size, stride) == expected
+
+
+@pytest.mark.parametrize('window, stride, size', [(3, 2, 9), (3, 2, 8), (2, 1, 5)])
+def test_max_pool_matches_flax_values_and_gradient(window, stride, size):
+  x = _inputs(size, size + 1, 3)  # Continuous values: no ties.
+  weights = _inputs(*conv.max_pool(x, window, stride).shape[1:], seed=1)[:1]
+
+  def pool_ours(x):
+    return conv.max_pool(x, window, stride)
+
+  def pool_flax(x):
+    return nn.max_pool(x, (window, window), (stride, stride), 'VALID')
+
+  np.testing.assert_array_equal(pool_ours(x), pool_flax(x))
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(pool_ours(x) * weights))(x),
+                             jax.grad(lambda x: jnp.sum(pool_flax(x) * weights))(x))

@@ -1,13 +1,17 @@
 """Convolutions for the backbones, with fast paths for XLA's CPU backend.
 
-XLA:CPU runs convolutions far below its matrix-product speed, and depthwise
-convolutions slowest of all. On CPU, `Conv` is therefore computed as one
-matrix product of the k*k shifted, strided input windows (im2col) with the
-kernel, whose gradients are matrix products too; `DepthwiseConv` is a sum of
-k*k shifted windows times per-channel weights, which XLA fuses. Other
-backends use XLA's convolutions. Both paths compute the same function; `Conv`
-has the parameters of `flax.linen.Conv` (kernel (k, k, in, out), optional
-bias), `DepthwiseConv` a (k, k, 1, channels) kernel.
+On CPU, XLA runs 1x1 convolutions (their filter gradients most of all),
+and convolutions over inputs smaller than the kernel, several times slower
+than the same matrix product, and depthwise convolutions slowest of all;
+its other k x k convolutions are fast in every direction. So on CPU those
+slow cases of `Conv` are one matrix product of the stacked input windows
+(im2col), whose gradients are matrix products too, and the rest use XLA's
+convolution; `DepthwiseConv` is a sum of k*k shifted windows times
+per-channel weights, which XLA fuses, with a custom gradient that reads the
+input once for all k*k taps. Other backends use XLA's convolutions. Both
+paths compute the same function; `Conv` has the parameters of
+`flax.linen.Conv` (kernel (k, k, in, out), optional bias), `DepthwiseConv` a
+(k, k, 1, channels) kernel.
 """
 
 import functools
@@ -64,6 +68,27 @@ def conv_as_matmul(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int]
   return jnp.einsum('nhwc,cd->nhwd', patches, kernel.reshape(-1, kernel.shape[-1]))
 
 
+def _xla_is_slow(x_shape: Sequence[int], kernel_size: Sequence[int]) -> bool:
+  """Where XLA:CPU's convolution is slower than `conv_as_matmul` (measured, batch 32):
+  1x1 kernels (up to 4x, and 3-8x for their filter gradients), and inputs
+  smaller than the kernel (a 3x3 kernel over 2x2 inputs: 40x)."""
+  return (tuple(kernel_size) == (1, 1) or x_shape[1] < kernel_size[0]
+          or x_shape[2] < kernel_size[1])
+
+
+def max_pool(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
+  """Max over each `window` x `window` patch at `stride` ('VALID'), as a max of shifted windows.
+
+  Its gradient is a chain of selects that XLA fuses; XLA:CPU's
+  select-and-scatter gradient of a reduce-window is several times slower.
+  Tied maxima share the gradient, which differs from reduce-window's only
+  where equal values tie, as zeros after a ReLU do, whose gradient is zero.
+  """
+  windows = [w for _, _, w in _windows(x, (window, window), (stride, stride),
+                                       ((0, 0), (0, 0)))]
+  return functools.reduce(jnp.maximum, windows)
+
+
 class Conv(nn.Module):
   """2-D NHWC convolution with the parameters of `flax.linen.Conv`.
 
@@ -92,7 +117,7 @@ class Conv(nn.Module):
                         jnp.float32).astype(self.dtype)
     x = x.astype(self.dtype)
     padding = _explicit_padding(self.padding, x.shape, self.kernel_size, strides)
-    if jax.default_backend() == 'cpu':
+    if jax.default_backend() == 'cpu' and _xla_is_slow(x.shape, self.kernel_size):
       y = conv_as_matmul(x, kernel, strides, padding)
     else:
       y = _xla_conv(x, kernel, strides, padding)

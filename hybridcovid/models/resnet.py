@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hybridcovid.models import preprocessing
-from hybridcovid.models.conv import Conv
+from hybridcovid.models.conv import Conv, max_pool
 
 # (filters, blocks, stride of the first block) for stages conv2 .. conv5.
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
@@ -74,7 +74,7 @@ class ResNet50(nn.Module):
     x = nn.relu(x)
     # Keras pads with zeros, then pools without padding; Flax 'SAME' differs.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+    x = max_pool(x, 3, 2)
     for stage, (filters, blocks, stride) in enumerate(STAGES, start=2):
       for block in range(1, blocks + 1):
         x = Bottleneck(filters, strides=stride if block == 1 else 1,
