@@ -23,7 +23,13 @@ def _config(backbones=('resnet50',), image_size=64, **settings):
 
 
 def resnet50_flops_per_image(size: int) -> float:
-  """Multiply-adds of ResNet50 v1's convolutions at size x size, times two."""
+  """Multiply-adds of ResNet50 v1's convolutions at size x size, times two, as XLA counts them.
+
+  XLA's cost analysis leaves out the taps of its convolutions that fall on
+  'SAME' padding: a 3x3 kernel over s x s makes (3s - 2)^2 of the 9 s^2. The
+  convolutions run as matrix products (inputs smaller than the kernel, see
+  models/conv.py) count all taps.
+  """
   out = -(-size // 2)
   flops = out * out * 7 * 7 * 3 * 64
   spatial, channels = -(-out // 2), 64
@@ -32,8 +38,9 @@ def resnet50_flops_per_image(size: int) -> float:
       if block == 0:
         spatial = -(-spatial // stride)
         flops += spatial ** 2 * channels * 4 * filters  # Projection shortcut.
-      flops += spatial ** 2 * (channels * filters + 9 * filters * filters
-                               + filters * 4 * filters)
+      taps = (3 * spatial - 2) ** 2 if spatial >= 3 else 9 * spatial ** 2
+      flops += (spatial ** 2 * (channels * filters + filters * 4 * filters)
+                + taps * filters * filters)
       channels = 4 * filters
   return 2.0 * flops
 
