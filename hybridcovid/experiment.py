@@ -144,13 +144,11 @@ def group_metrics(predictions: list[dict], threshold: float = 0.5,
   scores = np.array([row['probability'] for row in predictions])
   modalities = np.array([row['modality'] for row in predictions])
   sources = np.array([row['source'] for row in predictions])
-  result = dict(metrics.metrics_by_group(labels, scores, modalities, threshold))
   masks = {'overall': np.ones(len(predictions), bool),
-           **{modality: modalities == modality for modality in set(modalities.tolist())}}
-  for source, values in metrics.metrics_by_group(labels, scores, sources, threshold).items():
-    if source != 'overall':
-      result[f'source:{source}'] = values
-      masks[f'source:{source}'] = sources == source
+           **{modality: modalities == modality for modality in sorted(set(modalities.tolist()))},
+           **{f'source:{source}': sources == source for source in sorted(set(sources.tolist()))}}
+  result = {group: metrics.binary_metrics(labels[mask], scores[mask], threshold)
+            for group, mask in masks.items()}
   if eval_config is not None:
     patients = np.array([row['patient_id'] for row in predictions])
     for group, values in result.items():
