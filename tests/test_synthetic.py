@@ -99,7 +99,10 @@ def test_layout_and_manifest(tmp_path):
       group = [row for row in rows if row['modality'] == modality and row['label'] == label]
       assert {row['patient_id'] for row in group} == {
           f'{modality}-{label.lower()}-{index:03d}' for index in range(5)}
-      assert {row['source'] for row in group} == {f'synthetic-{modality}'}
+      assert {row['source'] for row in group} == {f'synthetic-{modality}-a',
+                                                  f'synthetic-{modality}-b'}
+      for row in group:
+        assert row['source'][-1] == 'ab'[int(row['patient_id'][-3:]) % 2]
       assert all(row['relpath'].startswith(f'{modality}/{label}/') for row in group)
       on_disk = os.listdir(os.path.join(root, modality, label))
       assert len(on_disk) == len(group)
@@ -108,6 +111,9 @@ def test_layout_and_manifest(tmp_path):
       assert (image.format, image.mode, image.size) == ('PNG', 'L', (40, 40))
       pixels = np.asarray(image)
     assert pixels.dtype == np.uint8 and pixels.std() > 10
+    # Site b's marker: 40 * 0.03 = 1.2 to 40 * 0.09 = 3.6, rounded.
+    marked = np.all(pixels[1:4, 1:4] == 242)
+    assert marked == row['source'].endswith('-b')
 
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):

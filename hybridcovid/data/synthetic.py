@@ -11,6 +11,11 @@ both classes, so the class cannot be read from global statistics. The images of
 one patient share its anatomy and findings; each is shifted by a few pixels and
 has its own noise and a slightly different brightness.
 
+Patients come from two sites per modality, alternately, so both sites hold
+both classes alike. Site b burns a bright marker into the top left corner of
+its images, as many X-ray and CT systems do: the site can be told from the
+images, the disease cannot be told from the site.
+
 Coordinates run from -1 to 1 across the image: x to the right, y downwards.
 """
 
@@ -47,6 +52,12 @@ CT_OPACITY_ANGLES = (-0.15 * np.pi, 0.6 * np.pi)
 SUBTLE_OPACITY_FRACTION = 0.1
 SUBTLE_OPACITY_CONTRAST = (0.25, 0.4)
 CLEAR_OPACITY_CONTRAST = (0.5, 1.0)
+SITES = ('a', 'b')
+MARKED_SITE = 'b'
+# The marker's offset from the top left corner and its side, as fractions of the image size.
+MARKER_OFFSET = 0.03
+MARKER_SIZE = 0.06
+MARKER_LEVEL = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,9 +407,19 @@ def _draw_chest_ct(rng: np.random.Generator, is_covid: bool) -> _ChestCt:
       vessels=tuple(vessels), findings=findings)
 
 
-def _patient_images(seed: int, modality: str, label: str, index: int,
-                    size: int) -> list[np.ndarray]:
-  """The 2 to 4 8-bit images of one patient, drawn from its own random stream."""
+def site(index: int) -> str:
+  """The site of the patient numbered `index` within its modality and class."""
+  return SITES[index % len(SITES)]
+
+
+def patient_images(seed: int, modality: str, label: str, index: int,
+                   size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+  """The 2 to 4 8-bit images of one patient, and the density its findings add to each.
+
+  The findings are the opacities of a COVID patient and the normal findings
+  of a normal one, in grey levels before noise and texture. Images are drawn
+  from the patient's own random stream and carry its site's marker.
+  """
   rng = np.random.default_rng([seed, MODALITIES.index(modality), LABELS.index(label), index])
   draw = _draw_chest_xray if modality == 'cxr' else _draw_chest_ct
   patient = draw(rng, label == 'COVID')
@@ -409,7 +430,8 @@ def _patient_images(seed: int, modality: str, label: str, index: int,
   y, x = np.meshgrid(coordinates, coordinates, indexing='ij')
   texture = np.exp(0.3 * _smooth_noise(rng, canvas, 0.025 * size))
   levels = patient.render(x, y, texture)
-  images = []
+  findings = _density(patient.findings, x, y)
+  images, densities = [], []
   for _ in range(rng.integers(MIN_IMAGES_PER_PATIENT, MAX_IMAGES_PER_PATIENT + 1)):
     top, left = rng.integers(0, 2 * margin + 1, size=2)
     image = levels[top:top + size, left:left + size]
@@ -417,8 +439,12 @@ def _patient_images(seed: int, modality: str, label: str, index: int,
     image = np.clip(image, 0.0, 1.0) ** intensity.gamma
     image = intensity.offset + intensity.gain * rng.uniform(0.97, 1.03) * image
     image += intensity.fine_noise * rng.standard_normal((size, size))
+    if site(index) == MARKED_SITE:
+      start, end = round(MARKER_OFFSET * size), round((MARKER_OFFSET + MARKER_SIZE) * size)
+      image[start:end, start:end] = MARKER_LEVEL
     images.append(np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8))
-  return images
+    densities.append(findings[top:top + size, left:left + size])
+  return images, densities
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -445,7 +471,7 @@ def generate(root: str, seed: int = 0, patients_per_class: int = 40,
   if image_size < MIN_IMAGE_SIZE:
     raise errors.UserError(f'image_size must be at least {MIN_IMAGE_SIZE}; got {image_size}.')
   parameters = {'seed': seed, 'patients_per_class': patients_per_class,
-                'image_size': image_size}
+                'image_size': image_size, 'sites': list(SITES)}
   manifest_path = os.path.join(root, MANIFEST_NAME)
   parameters_path = os.path.join(root, PARAMETERS_NAME)
   if os.path.isdir(root) and os.listdir(root):
@@ -465,12 +491,13 @@ def generate(root: str, seed: int = 0, patients_per_class: int = 40,
       os.makedirs(os.path.join(root, modality, label), exist_ok=True)
       for index in range(patients_per_class):
         patient_id = f'{modality}-{label.lower()}-{index:03d}'
-        images = _patient_images(seed, modality, label, index, image_size)
+        images, _ = patient_images(seed, modality, label, index, image_size)
         for number, image in enumerate(images):
           relpath = f'{modality}/{label}/{patient_id}_{number}.png'
           with open(os.path.join(root, relpath), 'wb') as f:
             f.write(_png_bytes(image))
-          rows.append((relpath, label, modality, f'synthetic-{modality}', patient_id))
+          rows.append((relpath, label, modality, f'synthetic-{modality}-{site(index)}',
+                       patient_id))
   with open(parameters_path, 'w') as f:
     json.dump(parameters, f, sort_keys=True)
   with open(manifest_path, 'w', newline='') as f:
