@@ -154,9 +154,25 @@ def eval_step(state: TrainState, batch: dict) -> jax.Array:
   return jax.nn.softmax(logits)[:, 1]
 
 
-def compile_eval_step(mesh: jax.sharding.Mesh) -> Callable[[TrainState, dict], jax.Array]:
-  """`eval_step` over every device of `mesh`: (state, global batch) -> probabilities."""
+def features_step(state: TrainState, batch: dict) -> jax.Array:
+  """Pooled backbone features (the head's input) of this device's share of the batch."""
+  _, intermediates = state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats}, batch['image'],
+      train=False, mutable=['intermediates'])
+  return intermediates['intermediates'][models.POOLED_FEATURES][0]
+
+
+def compile_eval_step(mesh: jax.sharding.Mesh, step: Callable[[TrainState, dict], jax.Array]
+                      = eval_step) -> Callable[[TrainState, dict], jax.Array]:
+  """`step` (`eval_step` or `features_step`) over every device of `mesh`:
+  (state, global batch) -> its per-example outputs, split over the devices."""
   split = jax.sharding.PartitionSpec(BATCH_AXIS)
-  return jax.jit(jax.shard_map(eval_step, mesh=mesh,
+  return jax.jit(jax.shard_map(step, mesh=mesh,
                                in_specs=(jax.sharding.PartitionSpec(), split),
                                out_specs=split, check_vma=False))
+
+
+def host_variables(state: TrainState) -> dict:
+  """The state's 'params' and 'batch_stats' as this process's NumPy copies."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
+                      {'params': state.params, 'batch_stats': state.batch_stats})

@@ -1,12 +1,16 @@
 """Classifier head over one or more backbones: the paper's single and hybrid models."""
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from hybridcovid.models.efficientnet import EfficientNetB0
 from hybridcovid.models.resnet import ResNet50
+
+# Name of the head's input (the pooled feature vector) in the 'intermediates' collection.
+POOLED_FEATURES = 'pooled_features'
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     'resnet50': ResNet50,
@@ -78,7 +82,36 @@ class HybridClassifier(nn.Module):
       raise ValueError(f'Backbone feature maps differ in size: {sorted(shapes)}.')
     features = jnp.concatenate(feature_maps, axis=-1)
     pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+    self.sow('intermediates', POOLED_FEATURES, pooled)
     x = nn.Dense(self.hidden_units, dtype=self.dtype, name='hidden')(pooled)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
     # Logits in float32 whatever the compute dtype, as mixed-precision practice advises.
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='logits')(x)
+
+
+def apply_with_feature_maps(model: HybridClassifier, variables: Mapping[str, Any],
+                            images: jax.Array,
+                            offsets: Mapping[str, jax.Array] | None = None
+                            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Inference-mode logits and each backbone's last feature map, by backbone name.
+
+  `offsets`, keyed like the feature maps, are added to them before the head:
+  the gradient of the logits with respect to an offset is their gradient with
+  respect to that feature map, which Grad-CAM needs.
+  """
+  offsets = offsets or {}
+  feature_maps = {}
+
+  def interceptor(next_fun, args, kwargs, context):
+    output = next_fun(*args, **kwargs)
+    module = context.module
+    if (context.method_name == '__call__' and module.name in model.backbones
+        and module.path == (module.name,)):
+      feature_maps[module.name] = output
+      if module.name in offsets:
+        output = output + offsets[module.name]
+    return output
+
+  with nn.intercept_methods(interceptor):
+    logits = model.apply(variables, images, train=False)
+  return logits, feature_maps
