@@ -1,0 +1,133 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hybridcovid import explain
+from hybridcovid.data import synthetic
+from hybridcovid.models import hybrid
+
+IMAGE_SIZE = 64
+
+
+class SmallBackbone(nn.Module):
+  """Four convolutions, three of stride 2: an 8x8 feature map from 64x64 images."""
+  dtype: object = jnp.float32
+  axis_name: str | None = None
+  batchnorm_momentum: float = 0.99
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    x = images.astype(jnp.float32) / 127.5 - 1.0
+    x = nn.relu(nn.Conv(16, (5, 5), strides=2)(x))
+    for strides in (2, 1, 2):
+      x = nn.relu(nn.Conv(32, (3, 3), strides=strides)(x))
+    return x
+
+
+@pytest.fixture(scope='module')
+def small_hybrid():
+  """A two-branch classifier with the real head over small backbones."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(hybrid.BACKBONES, 'small_a', SmallBackbone)
+    patch.setitem(hybrid.BACKBONES, 'small_b', SmallBackbone)
+    yield hybrid.HybridClassifier(backbones=('small_a', 'small_b'), hidden_units=32,
+                                  dropout_rate=0.0)
+
+
+def _synthetic_cxr(patients):
+  images, labels, findings = [], [], []
+  for label in synthetic.LABELS:
+    for index in patients:
+      patient_images, densities = synthetic.patient_images(0, 'cxr', label, index, IMAGE_SIZE)
+      images += patient_images
+      findings += densities
+      labels += [int(label == 'COVID')] * len(patient_images)
+  return np.repeat(np.stack(images)[..., None], 3, axis=-1), np.array(labels), np.stack(findings)
+
+
+def test_heat_concentrates_on_the_planted_opacities(small_hybrid):
+  train_images, train_labels, _ = _synthetic_cxr(range(100))
+  test_images, test_labels, findings = _synthetic_cxr(range(100, 120))
+  params = small_hybrid.init(jax.random.key(0), train_images[:1])['params']
+  optimizer = optax.adam(1e-3)
+
+  @jax.jit
+  def step(params, opt_state, images, labels):
+    def loss(params):
+      logits = small_hybrid.apply({'params': params}, images)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    gradients = jax.grad(loss)(params)
+    updates, opt_state = optimizer.update(gradients, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = optimizer.init(params)
+  rng = np.random.default_rng(0)
+  for _ in range(800):
+    batch = rng.choice(len(train_images), 32)
+    params, opt_state = step(params, opt_state, train_images[batch], train_labels[batch])
+
+  explained = explain.gradcam(small_hybrid, {'params': params}, test_images, test_labels == 1)
+  predicted = explained['probability'] >= 0.5
+  assert np.mean(predicted == test_labels) > 0.9
+  ratios = []
+  for index in np.flatnonzero(predicted & (test_labels == 1)):
+    heat = sum(explain.upsample(values[index], (IMAGE_SIZE, IMAGE_SIZE))
+               for values in explained['heat'].values())
+    opacity = findings[index] > 0.2 * findings[index].max()
+    ratios.append(heat[opacity].mean() / heat[~opacity].mean())
+  # Mean heat on the opacities against the rest of the image, per image.
+  assert np.median(ratios) > 1.5
+  assert np.mean(np.array(ratios) > 1.0) > 0.8
+
+
+def test_branch_evidence_adds_up_to_the_margin_less_the_head_bias(small_hybrid):
+  images = np.random.default_rng(1).integers(0, 256, (6, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+  variables = small_hybrid.init(jax.random.key(1), images[:1])
+  toward_covid = np.array([True, False] * 3)
+  explained = explain.gradcam(small_hybrid, variables, images, toward_covid)
+
+  logits, intermediates = small_hybrid.apply(variables, images, mutable=['intermediates'])
+  pooled = np.asarray(intermediates['intermediates'][hybrid.POOLED_FEATURES][0])
+  params = jax.tree.map(np.asarray, variables['params'])
+  hidden = pooled @ params['hidden']['kernel'] + params['hidden']['bias']
+  direction = params['logits']['kernel'][:, 1] - params['logits']['kernel'][:, 0]
+  bias = ((hidden > 0) * params['hidden']['bias']) @ direction + (
+      params['logits']['bias'][1] - params['logits']['bias'][0])
+  sign = np.where(toward_covid, 1.0, -1.0)
+  margin = sign * (np.asarray(logits)[:, 1] - np.asarray(logits)[:, 0])
+  total = sum(explained['evidence'].values())
+  np.testing.assert_allclose(total, margin - sign * bias, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(explained['probability'], jax.nn.softmax(logits)[:, 1], rtol=1e-5)
+  for values in explained['heat'].values():
+    assert values.shape == (6, 8, 8) and values.min() >= 0.0
+
+
+
+def test_evidence_shares_count_positive_evidence_only():
+  shares = explain.evidence_shares({'a': np.array([3.0, -1.0, 2.0, -1.0]),
+                                    'b': np.array([1.0, 4.0, 2.0, -2.0])})
+  np.testing.assert_allclose(shares['a'], [0.75, 0.0, 0.5, 0.0])
+  np.testing.assert_allclose(shares['b'], [0.25, 1.0, 0.5, 0.0])
+
+
+def test_overlay_leaves_cold_pixels_and_colours_hot_ones():
+  image = np.full((16, 16, 3), 100, np.uint8)
+  cold = explain.overlay(image, np.zeros((4, 4)), scale=1.0)
+  np.testing.assert_array_equal(cold, image)
+  hot = explain.overlay(image, np.ones((4, 4)), scale=1.0)
+  # jet at 1.0 is dark red (0.5, 0, 0): 40% grey plus 60% of it.
+  np.testing.assert_array_equal(hot[5, 5], np.round([0.4 * 100 + 0.6 * 127.5, 40, 40]))
+  np.testing.assert_allclose(explain.upsample(np.full((2, 2), 3.0), (10, 10)), 3.0)
+
+
+@pytest.mark.parametrize('image_size', [48, 224])
+@pytest.mark.parametrize('name', ['resnet50', 'efficientnetb0'])
+def test_feature_map_size_is_that_of_the_real_backbones(name, image_size):
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  output, _ = jax.eval_shape(
+      lambda x: hybrid.create_backbone(name).init_with_output(jax.random.key(0), x), images)
+  side = explain.feature_map_size(image_size)
+  assert output.shape[1:3] == (side, side) and side == {48: 2, 224: 7}[image_size]
