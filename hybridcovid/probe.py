@@ -1,0 +1,97 @@
+"""Shortcut probe: can the data source be read off the model's features?
+
+A logistic regression on the frozen pooled features (the head's input)
+predicts each image's source, modality and disease, cross-validated with all
+images of a patient in one fold. Each accuracy is set against chance, always
+guessing the commonest value, as the share of the way from chance to perfect
+that it goes: (accuracy - chance) / (1 - chance). If the source scores at
+least as high as the disease on that scale, the features carry where an image
+came from at least as clearly as what it shows, and a model can learn the
+hospital instead of the disease wherever sources differ in their share of
+COVID images.
+"""
+
+from typing import Mapping
+
+import numpy as np
+
+# Folds of the cross-validation; fewer when there are fewer patients.
+FOLDS = 5
+TARGETS = ('disease', 'source', 'modality')
+
+
+def fold_count(targets: np.ndarray, groups: np.ndarray, folds: int = FOLDS) -> int:
+  """`folds`, or fewer where a class has fewer patients, so that each fold can hold
+  every class; at least 2."""
+  patients_per_class = min(len(np.unique(groups[targets == value]))
+                           for value in np.unique(targets))
+  return max(2, min(folds, patients_per_class))
+
+
+def cross_validated_accuracy(features: np.ndarray, targets: np.ndarray, groups: np.ndarray,
+                             folds: int = FOLDS, seed: int = 0) -> float:
+  """Accuracy of a standardised, L2-regularised logistic regression predicting
+  `targets` from `features`, over folds that keep each group (patient) whole."""
+  # Imported here: the rest of the package does not need scikit-learn.
+  from sklearn import linear_model, model_selection, pipeline, preprocessing  # pylint: disable=g-import-not-at-top
+  folds = fold_count(targets, groups, folds)
+  splitter = model_selection.StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+  classifier = pipeline.make_pipeline(preprocessing.StandardScaler(),
+                                      linear_model.LogisticRegression(max_iter=2000))
+  predicted = model_selection.cross_val_predict(classifier, features, targets, groups=groups,
+                                                cv=splitter)
+  return float(np.mean(predicted == targets))
+
+
+def shortcut_probe(features: np.ndarray, attributes: Mapping[str, np.ndarray],
+                   patients: np.ndarray, seed: int = 0) -> dict:
+  """Probe accuracy beside chance for each attribute with at least two values.
+
+  Args:
+    features: [N, D] pooled features.
+    attributes: [N] values of each of 'disease', 'source' and 'modality'.
+    patients: [N] patient ids; a patient's images share a fold.
+    seed: the fold shuffle.
+
+  Returns:
+    {attribute: {'accuracy', 'chance' (share of the commonest value),
+    'above_chance' ((accuracy - chance) / (1 - chance)), 'classes', 'folds'}}
+    for the attributes that vary; 'images'; 'single_class_sources':
+    {source: its one disease value} for sources with images of one class only;
+    and 'warning': a plain-words warning, or None.
+  """
+  disease, source = np.asarray(attributes['disease']), np.asarray(attributes['source'])
+  result = {'images': len(features), 'single_class_sources': {
+      str(name): disease[source == name][0].item() for name in np.unique(source)
+      if len(np.unique(disease[source == name])) == 1}}
+  for name in TARGETS:
+    values = np.asarray(attributes[name])
+    classes, counts = np.unique(values, return_counts=True)
+    if len(classes) < 2:
+      continue
+    accuracy = cross_validated_accuracy(features, values, patients, seed=seed)
+    chance = float(counts.max() / counts.sum())
+    result[name] = {'accuracy': accuracy, 'chance': chance,
+                    'above_chance': (accuracy - chance) / (1.0 - chance),
+                    'classes': len(classes), 'folds': fold_count(values, patients)}
+  result['warning'] = shortcut_warning(result)
+  return result
+
+
+def shortcut_warning(result: Mapping[str, dict]) -> str | None:
+  """The warning when the source is at least as far above chance as the disease."""
+  if 'source' not in result or 'disease' not in result:
+    return None
+  source, disease = result['source'], result['disease']
+  if source['above_chance'] < disease['above_chance']:
+    return None
+  return (f"The data source is at least as easy to read from the model's features as the "
+          f"disease: the probe goes {100 * source['above_chance']:.0f}% of the way from "
+          f"chance to perfect for the source ({100 * source['accuracy']:.1f}% against "
+          f"{100 * source['chance']:.1f}% chance), {100 * disease['above_chance']:.0f}% for "
+          f"the disease ({100 * disease['accuracy']:.1f}% against "
+          f"{100 * disease['chance']:.1f}%). Wherever sources differ in their share of COVID "
+          'images, a model can score well by recognising the hospital or scanner instead of '
+          'the disease, and then fail on images from elsewhere. Compare the per-source '
+          'results, and test on a source the model never saw '
+          '(--config.eval.leave_one_source_out=True) before trusting these numbers.')

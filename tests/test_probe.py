@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from hybridcovid import probe
+
+
+def _case(source_strength, disease_strength, seed=0):
+  """200 patients of 2 images; features carry source and disease with these strengths."""
+  rng = np.random.default_rng(seed)
+  patients = np.repeat(np.arange(200), 2)
+  disease = np.repeat(rng.integers(0, 2, 200), 2)
+  source = np.repeat(rng.choice(['a', 'b', 'c'], 200), 2)
+  features = rng.normal(size=(400, 20))
+  features[:, 0] += disease_strength * disease
+  features[:, 1:4] += source_strength * (source[:, None] == np.array(['a', 'b', 'c']))
+  modality = np.full(400, 'cxr')
+  return features, {'disease': disease, 'source': source, 'modality': modality}, patients
+
+
+def test_a_source_clearer_than_the_disease_gets_the_warning():
+  features, attributes, patients = _case(source_strength=6.0, disease_strength=1.0)
+  result = probe.shortcut_probe(features, attributes, patients)
+  assert 'modality' not in result  # One value: nothing to predict.
+  assert result['source']['classes'] == 3
+  assert result['images'] == 400 and result['single_class_sources'] == {}
+  assert result['source']['accuracy'] > 0.95
+  assert 0.6 < result['disease']['accuracy'] < 0.8
+  assert abs(result['disease']['chance'] - np.mean(attributes['disease'])) < 0.5
+  for name in ('source', 'disease'):
+    values = result[name]
+    assert values['above_chance'] == pytest.approx(
+        (values['accuracy'] - values['chance']) / (1 - values['chance']))
+  assert 'source is at least as easy' in result['warning']
+  assert f"{100 * result['source']['above_chance']:.0f}% of the way" in result['warning']
+  assert '--config.eval.leave_one_source_out=True' in result['warning']
+
+
+def test_a_disease_clearer_than_the_source_gets_none():
+  features, attributes, patients = _case(source_strength=0.0, disease_strength=6.0)
+  result = probe.shortcut_probe(features, attributes, patients)
+  assert result['disease']['accuracy'] > 0.95
+  # Features without source information predict it at about chance.
+  assert abs(result['source']['accuracy'] - result['source']['chance']) < 0.1
+  assert result['warning'] is None
+
+
+def test_folds_keep_patients_whole():
+  # Each patient's images share a feature vector (wide enough to memorise) and a
+  # random label: only folds that split a patient's images can predict it.
+  rng = np.random.default_rng(0)
+  patients = np.repeat(np.arange(100), 2)
+  features = np.repeat(rng.normal(size=(100, 500)), 2, axis=0)
+  labels = np.repeat(rng.integers(0, 2, 100), 2)
+  grouped = probe.cross_validated_accuracy(features, labels, patients)
+  leaky = probe.cross_validated_accuracy(features, labels, np.arange(200))
+  assert grouped < 0.65
+  assert leaky > 0.9
+
+
+def test_sources_of_one_class_are_named():
+  features, attributes, patients = _case(source_strength=1.0, disease_strength=1.0)
+  attributes['disease'][attributes['source'] == 'b'] = 1
+  result = probe.shortcut_probe(features, attributes, patients)
+  assert result['single_class_sources'] == {'b': 1}
+
+
+def test_the_warning_weighs_accuracy_against_chance():
+  # 70% against 25% chance is as far above chance as 80% against 50%.
+  result = {'source': {'accuracy': 0.7, 'chance': 0.25, 'above_chance': 0.6},
+            'disease': {'accuracy': 0.8, 'chance': 0.5, 'above_chance': 0.6}}
+  assert probe.shortcut_warning(result) is not None
+  result['disease'] = {'accuracy': 0.85, 'chance': 0.5, 'above_chance': 0.7}
+  assert probe.shortcut_warning(result) is None
+
+
+def test_folds_are_fewer_where_a_class_has_few_patients():
+  targets = np.array([0] * 20 + [1] * 6)
+  patients = np.array(list(range(20)) + [20, 20, 21, 21, 22, 22])
+  assert probe.fold_count(targets, patients) == 3
+  assert probe.fold_count(np.array([0, 0, 1]), np.array([0, 1, 2])) == 2
+  assert probe.fold_count(np.repeat([0, 1], 50), np.arange(100)) == 5
