@@ -61,3 +61,21 @@ def test_saved_split_is_reused_and_checked(tmp_path):
 def test_bad_fractions_are_refused():
   with pytest.raises(splits.SplitError, match='Split fractions need'):
     splits.assign_splits(_records(patients=4), {'train': 0.8, 'test': 0.2}, seed=0)
+
+
+def test_holding_out_a_source_tests_all_of_it_and_trains_on_the_rest():
+  records = _records(patients=40)
+  assignment = splits.assign_splits(records, FRACTIONS, seed=0)
+  held_out = splits.hold_out_source(records, assignment, 'src-ct')
+  for record in records:
+    if record.source == 'src-ct':
+      assert held_out[record.key] == 'test'
+    elif assignment[record.key] == 'test':
+      assert record.key not in held_out  # No split: neither trained on nor tested.
+    else:
+      assert held_out[record.key] == assignment[record.key]
+  assert sum(record.source == 'src-ct' for record in records) == sum(
+      split == 'test' for split in held_out.values())
+  with pytest.raises(splits.SplitError, match=r"'src-mri' is not a source of the data; its "
+                     r"sources are \['src-ct', 'src-cxr'\]"):
+    splits.hold_out_source(records, assignment, 'src-mri')

@@ -24,6 +24,7 @@ from hybridcovid.data import audit, augment, builders, sources, splits, syntheti
 AUTOTUNE = tf.data.AUTOTUNE
 SPLIT_FILE = 'split.json'
 AUDIT_FILE = 'audit.json'
+SYNTHETIC_DIR = 'synthetic_data'
 MAX_LISTED = 10
 
 
@@ -45,7 +46,8 @@ def source_folders(data_config: ml_collections.ConfigDict, workdir: str
                    ) -> list[tuple[str, str]]:
   """(layout, folder) pairs the config names; generates the synthetic set if asked."""
   if data_config.synthetic:
-    root = os.path.join(workdir, 'synthetic_data')
+    root = os.path.expanduser(data_config.synthetic_dir) or os.path.join(workdir,
+                                                                         SYNTHETIC_DIR)
     synthetic.generate(root, seed=data_config.synthetic_seed,
                        patients_per_class=data_config.synthetic_patients_per_class,
                        image_size=data_config.synthetic_image_size)
@@ -84,7 +86,9 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
   the run, so the report is there to read. `write_files=False` reads the
   split file another process wrote and writes nothing. `all_test=True` puts
   every image in the test split, for evaluating a trained model on a data
-  set it never saw.
+  set it never saw. `data_config.held_out_source` moves every image of that
+  source to test and drops the other sources' test images
+  (`splits.hold_out_source`).
   """
   ct_window = (data_config.ct_window_level, data_config.ct_window_width)
   folders = source_folders(data_config, workdir)
@@ -118,6 +122,10 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
     if write_files:
       splits.save_split(split_path, assignment, fractions, seed)
       logging.info('Wrote a new patient-level split to %s.', split_path)
+
+  if data_config.held_out_source:
+    assignment = splits.hold_out_source(records, assignment, data_config.held_out_source)
+    facts = [fact for fact in facts if fact.record.key in assignment]
 
   report = audit.audit(facts, assignment,
                        bad_files=[{'file': f.record.path, 'error': f.error} for f in bad],

@@ -101,3 +101,20 @@ def load_split(path: str, records: Iterable[Record],
                     'configured; it is used as it is. Delete it to split anew.',
                     path, made_with[0], made_with[1], dict(fractions), seed)
   return {key: assignment[key] for key in keys}
+
+
+def hold_out_source(records: Iterable[Record], assignment: Mapping[str, str],
+                    source: str) -> dict[str, str]:
+  """The split for testing on `source` after training on every other source.
+
+  Every image of `source` goes to test; the other sources keep their train and
+  validation images and lose their test images, which no split then holds.
+  """
+  records = list(records)
+  known = sorted({record.source for record in records})
+  if source not in known:
+    raise SplitError(f'--config.data.held_out_source={source!r} is not a source of the data; '
+                     f'its sources are {known}.')
+  return {record.key: 'test' if record.source == source else assignment[record.key]
+          for record in records
+          if record.source == source or assignment[record.key] != 'test'}
