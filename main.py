@@ -22,6 +22,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
 _INPUT = flags.DEFINE_multi_string(
     'input', [], '--mode=predict: an image file or a folder of them (repeat for more).')
+_EXPLAIN = flags.DEFINE_boolean(
+    'explain', False, '--mode=predict: also write a Grad-CAM PNG of each decision, one '
+    'heat map per backbone, to WORKDIR/predict/gradcam/.')
 _MODE = flags.DEFINE_enum(
     'mode', 'train', ['train', 'evaluate', 'predict', 'audit', 'summary', 'benchmark'],
     'train: train, select the checkpoint on validation, evaluate it once on test '
@@ -84,7 +87,7 @@ def main(argv: list[str]) -> None:
       run(config, workdir)
     elif _MODE.value == 'predict':
       from hybridcovid import predict
-      predict.predict(workdir, _INPUT.value)
+      predict.predict(workdir, _INPUT.value, _EXPLAIN.value)
     elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
     elif _MODE.value == 'benchmark':

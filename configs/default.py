@@ -70,6 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
   # The decision threshold is chosen on the validation split as the highest
   # that reaches this sensitivity (recall); test is reported at 0.5 and at it.
   config.eval.target_sensitivity = 0.95
+  # The report explains this many test images of each outcome (true and false
+  # positives and negatives, the most confident first) with Grad-CAM.
+  config.eval.gradcam_per_outcome = 2
+  # Also train one model per data source on all the other sources and test
+  # it on the one left out (WORKDIR/leave_one_source_out/<source>/).
+  config.eval.leave_one_source_out = False
 
   # --mode=benchmark: throughput of the train step and of inference on
   # synthetic inputs at data.image_size, each case in a fresh process.
@@ -96,6 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_seed = 0
   config.data.synthetic_patients_per_class = 40
   config.data.synthetic_image_size = 128
+  config.data.synthetic_dir = ''  # Where it is written; '' is WORKDIR/synthetic_data.
   config.data.modalities = ('cxr', 'ct')  # Pooled; one of them for a single modality.
   config.data.tfds_dir = '~/tensorflow_datasets'  # Where prepared data are kept.
   config.data.skip_bad = False  # Skip unreadable files (listed in audit.json).
@@ -104,6 +111,9 @@ def get_config() -> ml_collections.ConfigDict:
   # train / test / validation, as in the paper; grouped by patient.
   config.data.split_fractions = (0.7, 0.2, 0.1)
   config.data.split_file = ''  # '' writes and reuses WORKDIR/split.json.
+  # Test on every image of this source, train and validate on the other
+  # sources' train and validation images ('' for the usual split).
+  config.data.held_out_source = ''
   config.data.drop_duplicates = True  # Drop cross-split copies from test/validation.
   # Grey 16x16 thumbnails correlating at least this much are near duplicates.
   config.data.near_duplicate_correlation = 0.99

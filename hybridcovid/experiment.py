@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 from importlib import metadata
 
 from absl import logging
@@ -22,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from hybridcovid import bootstrap, calibration, checkpoints, errors, hashing, metrics, models
-from hybridcovid import optimizers, report, train
+from hybridcovid import bootstrap, calibration, checkpoints, errors, explain, hashing, metrics
+from hybridcovid import models, optimizers, predict, probe, report, train
 from hybridcovid.data import pipeline, sources
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',
@@ -31,10 +32,15 @@ PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cp
 INPUTS_FILE = 'inputs.json'
 TENSORBOARD_DIR = 'tensorboard'
 EXTERNAL_DIR = 'external'
+LEAVE_ONE_SOURCE_OUT_DIR = 'leave_one_source_out'
+LEAVE_ONE_SOURCE_OUT_SUMMARY = 'summary.json'
+# Outcomes at the decision threshold: (name, true label, decision).
+OUTCOMES = (('true positive', 1, 1), ('false positive', 0, 1),
+            ('true negative', 0, 0), ('false negative', 1, 0))
 # The data fields that name the images; any difference makes an evaluation external.
 DATA_SOURCE_FIELDS = ('cxr_dir', 'cxr_layout', 'ct_dir', 'ct_layout', 'folder_dir',
                       'synthetic', 'synthetic_seed', 'synthetic_patients_per_class',
-                      'synthetic_image_size', 'modalities')
+                      'synthetic_image_size', 'modalities', 'held_out_source')
 # Fields the model was trained with; evaluation always uses the checkpoint's.
 DATA_MODEL_FIELDS = ('image_size', 'resize', 'ct_window_level', 'ct_window_width')
 
@@ -160,6 +166,70 @@ def group_metrics(predictions: list[dict], threshold: float = 0.5,
   return result
 
 
+def shortcut_probe(state, stream, sharding, seed: int) -> dict:
+  """`probe.shortcut_probe` on the model's pooled features of the images it never
+  trained on (validation and test), with each patient's images in one fold."""
+  features_fn = train.compile_eval_step(sharding.mesh, train.features_step)
+  ids, features = [], []
+  for split in ('validation', 'test'):
+    if len(stream.data.split_ids(split)):
+      split_ids, split_features = predict_split(state, stream, split, features_fn, sharding)
+      ids.append(split_ids)
+      features.append(split_features)
+  records = [stream.data.facts[i].record for i in np.concatenate(ids)]
+  attributes = {'disease': np.array([record.label for record in records]),
+                'source': np.array([record.source for record in records]),
+                'modality': np.array([record.modality for record in records])}
+  return probe.shortcut_probe(np.concatenate(features), attributes,
+                              np.array([record.patient_id for record in records]), seed)
+
+
+def explanation_examples(predictions: list[dict], threshold: float, per_outcome: int
+                         ) -> list[dict]:
+  """Up to `per_outcome` rows of each outcome at `threshold`, the most confident first,
+  one image per patient."""
+  chosen = []
+  for outcome, label, decision in OUTCOMES:
+    rows = [row for row in predictions
+            if row['label'] == label and (row['probability'] >= threshold) == decision]
+    rows.sort(key=lambda row: (-abs(row['probability'] - threshold), row['key']))
+    patients = set()
+    for row in rows:
+      if len(patients) < per_outcome and row['patient_id'] not in patients:
+        patients.add(row['patient_id'])
+        chosen.append({**row, 'outcome': outcome})
+  return chosen
+
+
+def _explain_examples(config, state, data, predictions, threshold, report_dir) -> list[dict]:
+  """Grad-CAM PNGs of sample test images in `report_dir`/gradcam/; a row for each."""
+  examples = explanation_examples(predictions, threshold, config.eval.gradcam_per_outcome)
+  records = {fact.record.key: fact.record for fact in data.facts}
+  images, _, problems = predict.read_images([records[row['key']].path for row in examples],
+                                            config.data)
+  for problem in problems:
+    logging.warning('No Grad-CAM for %s: %s', problem['path'], problem['reason'])
+  unread = {problem['path'] for problem in problems}
+  examples = [row for row in examples if records[row['key']].path not in unread]
+  if not examples:
+    return []
+  os.makedirs(os.path.join(report_dir, explain.GRADCAM_DIR), exist_ok=True)
+  names, counts = [], {}
+  for row in examples:
+    counts[row['outcome']] = counts.get(row['outcome'], 0) + 1
+    names.append(f"{row['outcome'].replace(' ', '_')}_{counts[row['outcome']]}.png")
+  shares = explain.explain_images(
+      models.create_classifier(config.model), train.host_variables(state), images,
+      [row['probability'] >= threshold for row in examples],
+      [f"{row['outcome']}, p={row['probability']:.3f}" for row in examples],
+      [os.path.join(report_dir, explain.GRADCAM_DIR, name) for name in names])
+  return [{'key': row['key'], 'patient_id': row['patient_id'], 'modality': row['modality'],
+           'outcome': row['outcome'], 'probability': row['probability'],
+           'image': f'{explain.GRADCAM_DIR}/{name}',
+           'evidence_shares': image_shares}
+          for row, name, image_shares in zip(examples, names, shares)]
+
+
 TRAINED_PROVENANCE = ('The test split was used once, for the table below, and for '
                       'nothing else.')
 EVALUATED_PROVENANCE = ('Evaluated again from the selected checkpoint (--mode=evaluate) on '
@@ -187,6 +257,11 @@ def _describe(config: ml_collections.ConfigDict, data: pipeline.LoadedData,
   if not pretrained:
     notes.append('No ImageNet weights were loaded (--config.model.pretrained.*), unlike '
                  'the paper.')
+  if config.data.held_out_source:
+    title += f': tested on {config.data.held_out_source}, trained without it'
+    notes.append(f'Leave one source out: every image of {config.data.held_out_source} is '
+                 'in the test split, and the model was trained and selected on the other '
+                 "sources' training and validation images only.")
   return {
       'title': title,
       'model': model,
@@ -243,6 +318,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise sources.DataSourceError(
           f'The {split} split is empty ({len(data.facts)} images in all): add data '
           'or change --config.data.split_fractions.')
+  if config.eval.leave_one_source_out:
+    train_leave_one_source_out(config, workdir, data)
   mesh = train.create_mesh()
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
   stream = pipeline.InputPipeline(
@@ -316,6 +393,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               report.REPORT_DIR, data, history, TRAINED_PROVENANCE)
 
 
+def _folder_name(source: str) -> str:
+  return re.sub(r'[^A-Za-z0-9._-]+', '_', source)
+
+
+def train_leave_one_source_out(config: ml_collections.ConfigDict, workdir: str,
+                               data: pipeline.LoadedData) -> dict:
+  """For each source: trains on the others, tests on it, in its own work directory.
+
+  The run's patient split is kept: the other sources' training and validation
+  images train and select the model, and every image of the left-out source
+  tests it. A source without which training is impossible (a class or the
+  validation split would be empty) is skipped with the reason. Finished
+  sources resume like any run. Returns and writes
+  WORKDIR/leave_one_source_out/summary.json: {source: {'workdir'} or {'skipped'}}.
+  """
+  names = sorted({fact.record.source for fact in data.facts})
+  if len(names) < 2:
+    raise sources.DataSourceError(
+        f'--config.eval.leave_one_source_out=True needs images from two sources or more; '
+        f'these data have one ({names[0]}). Add a source, or give images their source '
+        'in a manifest.csv column.')
+  root = os.path.join(workdir, LEAVE_ONE_SOURCE_OUT_DIR)
+  outcomes = {}
+  for source in names:
+    fold = ml_collections.ConfigDict(config.to_dict())
+    fold.eval.leave_one_source_out = False
+    fold.data.held_out_source = source
+    fold.data.split_file = config.data.split_file or os.path.join(workdir, pipeline.SPLIT_FILE)
+    if config.data.synthetic and not config.data.synthetic_dir:
+      fold.data.synthetic_dir = os.path.join(workdir, pipeline.SYNTHETIC_DIR)
+    fold_dir = os.path.join(root, _folder_name(source))
+    logging.info('Leave one source out: training without %s, testing on it, in %s.',
+                 source, fold_dir)
+    try:
+      train_and_evaluate(fold, fold_dir)
+      outcomes[source] = {'workdir': os.path.relpath(fold_dir, workdir)}
+    except sources.DataSourceError as error:
+      logging.warning('Leave one source out: %s skipped: %s', source, error)
+      outcomes[source] = {'skipped': str(error)}
+  if _is_writer():
+    with open(os.path.join(root, LEAVE_ONE_SOURCE_OUT_SUMMARY), 'w') as f:
+      json.dump(outcomes, f, indent=1)
+  return outcomes
+
+
+def leave_one_source_out_results(workdir: str) -> dict:
+  """{source: test metrics of the model trained without it, or {'skipped': reason}},
+  from a leave-one-source-out run in `workdir`; {} if there was none."""
+  path = os.path.join(workdir, LEAVE_ONE_SOURCE_OUT_DIR, LEAVE_ONE_SOURCE_OUT_SUMMARY)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    outcomes = json.load(f)
+  results = {}
+  for source, outcome in outcomes.items():
+    if 'skipped' in outcome:
+      results[source] = outcome
+      continue
+    with open(os.path.join(workdir, outcome['workdir'], report.REPORT_DIR,
+                           report.METRICS_FILE)) as f:
+      results[source] = {'workdir': outcome['workdir'],
+                         'test': json.load(f)['test']['overall']}
+  return results
+
+
 def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, sharding,
                          report_dir, data, history, provenance,
                          title='hybridcovid report') -> dict:
@@ -341,7 +483,20 @@ def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, shardi
             labels, [row['probability'] for row in predictions]),
         'test_ece_calibrated': calibration.expected_calibration_error(
             labels, [row['calibrated_probability'] for row in predictions])}
+  # Every process runs the probe's feature pass; process 0 alone explains and writes.
+  result['shortcut_probe'] = shortcut_probe(best, stream, sharding, config.seed)
+  if result['shortcut_probe']['warning']:
+    logging.warning('Shortcut probe: %s', result['shortcut_probe']['warning'])
+  held_out = leave_one_source_out_results(workdir)
+  if held_out and report_dir == report.REPORT_DIR:  # The run's own report, not an external one.
+    result['leave_one_source_out'] = held_out
   if _is_writer():
+    threshold = operating_point['threshold'] if operating_point else 0.5
+    result['explanations'] = {
+        'threshold': threshold,
+        'feature_map_size': explain.feature_map_size(config.data.image_size),
+        'examples': _explain_examples(config, best, data, predictions, threshold,
+                                      os.path.join(workdir, report_dir))}
     report.write_report(os.path.join(workdir, report_dir), result, predictions, history,
                         _describe(config, data, title, provenance))
     logging.info('Report written to %s.', os.path.join(workdir, report_dir, 'report.md'))

@@ -24,6 +24,8 @@ from PIL import Image
 
 from hybridcovid import models
 
+# Where reports and predictions keep their Grad-CAM PNGs.
+GRADCAM_DIR = 'gradcam'
 # Heat reaches this opacity over the image where it is highest.
 OVERLAY_OPACITY = 0.6
 # Both backbones halve the resolution five times, rounding up ('SAME' padding).

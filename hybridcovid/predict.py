@@ -3,7 +3,8 @@
 PNG, JPEG and DICOM files are read with Pillow and pydicom and resized as in
 training, without TensorFlow. `WORKDIR/predict/predictions.csv` and
 `predictions.json` give, per image, the raw and the temperature-scaled COVID
-probability and the decision at the threshold fixed on the validation split.
+probability and the decision at the threshold fixed on the validation split,
+and on request the path of a Grad-CAM PNG of the decision.
 Files that cannot be read are listed with the reason; the others are still
 scored.
 """
@@ -19,11 +20,12 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import calibration, checkpoints, errors, models, optimizers, train
+from hybridcovid import calibration, checkpoints, errors, explain, models, optimizers, train
 from hybridcovid.data import decode, resize
 
 PREDICT_DIR = 'predict'
-CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision')
+CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision',
+              'gradcam')
 
 
 def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
@@ -40,9 +42,10 @@ def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
   return files, missing
 
 
-def _read(paths: Sequence[str], data_config: ml_collections.ConfigDict
-          ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
-  """(resized images, a row per readable file, a problem per unreadable one)."""
+def read_images(paths: Sequence[str], data_config: ml_collections.ConfigDict
+                ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
+  """Model inputs as training resized them: (images, a row per readable file with its
+  path and modality, a problem per unreadable file with its path and the reason)."""
   images, rows, problems = [], [], []
   window = (data_config.ct_window_level, data_config.ct_window_width)
   for path in tqdm.tqdm(paths, desc='reading', unit='file'):
@@ -56,8 +59,31 @@ def _read(paths: Sequence[str], data_config: ml_collections.ConfigDict
   return images, rows, problems
 
 
-def predict(workdir: str, inputs: Sequence[str]) -> dict:
-  """Scores `inputs` (files or folders) with the run in `workdir`; writes WORKDIR/predict/."""
+def _explain(model, variables, images, rows, output_dir, batch_size) -> None:
+  """Writes a Grad-CAM PNG of each image's decision; names it and gives each backbone's
+  share of the evidence in the image's row."""
+  os.makedirs(output_dir, exist_ok=True)
+  for start in tqdm.tqdm(range(0, len(images), batch_size), desc='explaining', unit='batch'):
+    batch_rows = rows[start:start + batch_size]
+    names = [f'{index:05d}_{os.path.splitext(os.path.basename(row["path"]))[0]}.png'
+             for index, row in enumerate(batch_rows, start)]
+    titles = [f'{row["decision"]}, p={row["probability"]:.3f}' for row in batch_rows]
+    shares = explain.explain_images(
+        model, variables, images[start:start + batch_size],
+        [row['decision'] == 'COVID' for row in batch_rows], titles,
+        [os.path.join(output_dir, name) for name in names])
+    for row, name, image_shares in zip(batch_rows, names, shares):
+      row['gradcam'] = os.path.join(explain.GRADCAM_DIR, name)
+      row['evidence_shares'] = image_shares
+
+
+def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> dict:
+  """Scores `inputs` (files or folders) with the run in `workdir`; writes WORKDIR/predict/.
+
+  With `with_gradcam`, each image also gets a Grad-CAM PNG in
+  WORKDIR/predict/gradcam/, named in its row with each backbone's share of the
+  evidence (in the JSON).
+  """
   if not inputs:
     raise errors.UserError('--mode=predict needs --input=PATH (a file or folder; repeat the '
                            'flag for more).')
@@ -66,7 +92,7 @@ def predict(workdir: str, inputs: Sequence[str]) -> dict:
   record = run.best_record()
   trained = ml_collections.ConfigDict(record['config'])
   files, problems = input_files(inputs)
-  images, rows, unreadable = _read(files, trained.data)
+  images, rows, unreadable = read_images(files, trained.data)
   problems += unreadable
 
   mesh = train.create_mesh()
@@ -101,8 +127,12 @@ def predict(workdir: str, inputs: Sequence[str]) -> dict:
 
   output_dir = os.path.join(workdir, PREDICT_DIR)
   os.makedirs(output_dir, exist_ok=True)
+  if with_gradcam and rows:
+    _explain(model, train.host_variables(state), images, rows,
+             os.path.join(output_dir, explain.GRADCAM_DIR), batch_size)
   with open(os.path.join(output_dir, 'predictions.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, CSV_FIELDS)
+    writer = csv.DictWriter(f, CSV_FIELDS if with_gradcam else CSV_FIELDS[:-1],
+                            extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
   result = {'checkpoint_epoch': record['epoch'], 'threshold': threshold,

@@ -1,8 +1,8 @@
 """The run's report: metrics.json, report.md in the paper's table layout, and figures.
 
 `WORKDIR/report/` holds `metrics.json`, `report.md`, `predictions.csv` (one
-row per test image), `confusion_matrix.png`, `roc.png`, `reliability.png`
-and `training_curves.png`. Every number is computed from the predictions given;
+row per test image), `confusion_matrix.png`, `roc.png`, `reliability.png`,
+`training_curves.png` and Grad-CAM explanations in `gradcam/`. Every number is computed from the predictions given;
 the test split is the one the selected checkpoint was evaluated on once.
 """
 
@@ -198,6 +198,130 @@ def _operating_point_section(operating_point: dict | None) -> list[str]:
   ]
 
 
+PROBE_TARGETS = {'disease': 'Disease (COVID or normal)', 'source': 'Data source',
+                 'modality': 'Modality (CXR or CT)'}
+
+
+def _shortcut_section(shortcut: dict | None) -> list[str]:
+  if not shortcut:
+    return []
+  lines = ['', '## Shortcut check', '',
+           'Can a linear model read where an image came from off the features this model '
+           'computes? A logistic regression on the pooled features of the '
+           f"{shortcut['images']} validation and test images, cross-validated with each "
+           "patient's images in one fold, predicts each of these. Chance is always "
+           'guessing the commonest value; "above chance" is the share of the way from chance '
+           'to perfect accuracy that the probe goes.', '',
+           '| Predicted | Classes | Folds | Probe accuracy | Chance | Above chance |',
+           '|---|---|---|---|---|---|']
+  for name, title in PROBE_TARGETS.items():
+    if name in shortcut:
+      values = shortcut[name]
+      lines.append(f"| {title} | {values['classes']} | {values['folds']} | "
+                   f"{percent(values['accuracy'])}% | "
+                   f"{percent(values['chance'])}% | {percent(values['above_chance'])}% |")
+  if 'source' not in shortcut:
+    lines += ['', 'The images come from one source: there is no source to confuse with '
+              'the disease.']
+  lines += ['', f"**Warning.** {shortcut['warning']}" if shortcut['warning'] else
+            'The disease is easier to read from the features than the data source.']
+  for source, label in shortcut.get('single_class_sources', {}).items():
+    lines += ['', f'**Warning.** Every image of {source} is {CLASS_NAMES[label]}: a model '
+              'can tell its class by recognising the source, and its results measure one '
+              'class only.']
+  return lines
+
+
+def _leave_one_source_out_section(held_out: dict | None, test: dict) -> list[str]:
+  if not held_out:
+    return []
+  groups, skipped = {}, []
+  for source, outcome in held_out.items():
+    if 'skipped' in outcome:
+      skipped.append(f"- {source}: not run. {outcome['skipped']}")
+      continue
+    groups[f'{source}, held out'] = outcome['test']
+    if f'source:{source}' in test:
+      groups[f'{source}, seen'] = test[f'source:{source}']
+  return ['', '## Leave one source out', '',
+          'Each "held out" row is a model trained and selected without that source, tested '
+          'on all of its images; each "seen" row is this run\'s model on the same source\'s '
+          'test images, with the source among its training data. A large drop means the '
+          'results do not carry over to a hospital the model has not seen. Reports: '
+          'leave_one_source_out/<source>/report/.', '',
+          metrics_table(groups, label='Source'), *([''] + skipped if skipped else [])]
+
+
+def _explanations_section(explanations: dict | None) -> list[str]:
+  if not explanations or not explanations['examples']:
+    return []
+  examples = explanations['examples']
+  backbones = list(examples[0]['evidence_shares'])
+  lines = ['', '## Explanations (Grad-CAM)', '',
+           'Where in the image each backbone found the evidence for the decision, for the '
+           'most confident test images of each outcome at the decision threshold '
+           f"{explanations['threshold']:.4f}. Red is the strongest evidence in the image; "
+           "each title gives the backbone's share of the evidence, which for a hybrid says "
+           'which branch drove the decision. Heat maps have the resolution of the last '
+           f"feature map, {explanations['feature_map_size']}x{explanations['feature_map_size']} "
+           'cells here (1/32 of the input side; 7x7 at 224x224), and show where, not why.']
+  if len(backbones) > 1:
+    mean_shares = ', '.join(
+        f"{name} {100 * np.mean([row['evidence_shares'][name] for row in examples]):.0f}%"
+        for name in backbones)
+    lines += ['', f'Mean share of the evidence over these images: {mean_shares}.']
+  for row in examples:
+    lines += ['', f"{row['outcome'].capitalize()}, {row['modality'].upper()}, COVID "
+              f"probability {row['probability']:.3f}: `{row['key']}`", '',
+              f"![Grad-CAM, {row['outcome']}]({row['image']})"]
+  return lines
+
+
+def _with_interval(values: dict, name: str) -> str:
+  """'93.01% (95% CI 89.42-96.18%)', or the bare percentage without an interval."""
+  if 'intervals' not in values or math.isnan(values[name]):
+    return f'{percent(values[name])}%'
+  low, high = values['intervals'][name]
+  return f'{percent(values[name])}% (CI {percent(low)}-{percent(high)}%)'
+
+
+def _summary_section(result: dict) -> list[str]:
+  """The findings a reader needs first, each pointing to its section."""
+  overall = result['test']['overall']
+  counts = overall['counts']
+  point = result.get('operating_point')
+  if point:
+    at = point['test']['overall']
+    decision = (f"At the decision threshold fixed on validation ({point['threshold']:.4f}), "
+                f"sensitivity {_with_interval(at, 'recall')} and specificity "
+                f"{_with_interval(at, 'specificity')}.")
+  else:
+    decision = (f"At threshold 0.5, sensitivity {_with_interval(overall, 'recall')} and "
+                f"specificity {_with_interval(overall, 'specificity')}.")
+  lines = ['', '## In short', '',
+           f'- {sum(counts.values())} test images ({counts["tp"] + counts["fn"]} COVID): '
+           f"accuracy {_with_interval(overall, 'accuracy')}, AUC "
+           f"{_with_interval(overall, 'auc')}.",
+           f'- {decision}']
+  if point:
+    lines.append(f"- Calibration error on test: {percent(point['test_ece'])}% raw, "
+                 f"{percent(point['test_ece_calibrated'])}% after temperature scaling.")
+  shortcut = result.get('shortcut_probe')
+  if shortcut and (shortcut['warning'] or shortcut.get('single_class_sources')):
+    lines.append('- **Shortcut warning**: the data source may stand in for the disease; see '
+                 'the shortcut check below.')
+  elif shortcut:
+    lines.append('- Shortcut check: the features tell the disease more readily than the '
+                 'data source.')
+  held_out = {source: outcome['test'] for source, outcome in
+              result.get('leave_one_source_out', {}).items() if 'test' in outcome}
+  if held_out:
+    accuracies = ', '.join(f"{source} {percent(values['accuracy'])}%"
+                           for source, values in held_out.items())
+    lines.append(f'- On sources left out of training, accuracy: {accuracies}.')
+  return lines
+
+
 def _markdown(result: dict, description: dict) -> str:
   selection = result['selection_metric']
   lines = [
@@ -209,6 +333,7 @@ def _markdown(result: dict, description: dict) -> str:
       f"Checkpoint: epoch {result['selected_epoch'] + 1} of {description['epochs']}, "
       f"chosen by validation {selection} ({percent(result['validation'][selection])}%). "
       + description['provenance'],
+      *_summary_section(result),
       '',
       '## Test results',
       '',
@@ -225,6 +350,8 @@ def _markdown(result: dict, description: dict) -> str:
   if len(sources) > 1:
     lines += ['', '### By data source', '', metrics_table(sources, label='Source')]
   lines += _operating_point_section(result.get('operating_point'))
+  lines += _shortcut_section(result.get('shortcut_probe'))
+  lines += _leave_one_source_out_section(result.get('leave_one_source_out'), result['test'])
   lines += [
       '',
       '## Figures',
@@ -237,6 +364,7 @@ def _markdown(result: dict, description: dict) -> str:
       '',
       '![Training curves](training_curves.png)',
   ]
+  lines += _explanations_section(result.get('explanations'))
   if description.get('notes'):
     lines += ['', '## Notes', '', *(f'- {note}' for note in description['notes'])]
   return '\n'.join(lines) + '\n'
@@ -253,7 +381,11 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
       optionally with confidence `intervals`); optionally `intervals` (their
       level, resamples and unit) and `operating_point` (from
       `calibration.operating_point`, plus `test` metrics per group at its
-      threshold and the test ECE raw and calibrated).
+      threshold and the test ECE raw and calibrated), `shortcut_probe` (from
+      `probe.shortcut_probe`), `leave_one_source_out` ({source: overall test
+      metrics of the model trained without it, or 'skipped'}) and
+      `explanations` (the threshold and one row per Grad-CAM image written
+      under `report_dir`).
     predictions: one dict per test image: key, patient_id, modality, source,
       label (1 for COVID), probability (of COVID) and optionally
       calibrated_probability.

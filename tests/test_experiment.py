@@ -44,6 +44,7 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   workdir = str(tmp_path / 'work')
   config = _config(tmp_path, epochs=1)
   config.train.head_only_epochs = 1
+  config.eval.leave_one_source_out = True
   first = experiment.train_and_evaluate(config, workdir)
   assert first['selected_epoch'] == 0 and len(first['history']) == 1
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['0']
@@ -61,6 +62,7 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert not np.array_equal(state.params['logits']['kernel'], initial['params']['logits']['kernel'])
 
   config.train.epochs = 2
+  config.eval.leave_one_source_out = False  # Its results stay in the report.
   resumed = experiment.train_and_evaluate(config, workdir)
   # Epoch 0 came from the checkpoint; only epoch 1 was trained.
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['0', '1']
@@ -76,6 +78,32 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert sum(test['overall']['counts'].values()) == 16
   assert sum(test['cxr']['counts'].values()) + sum(test['ct']['counts'].values()) == 16
   assert len(_read(os.path.join(workdir, 'inputs.json'))) == 80
+
+  # Leave one source out: a model per source, trained without it, tested on all of it.
+  held_out = _read(os.path.join(workdir, experiment.LEAVE_ONE_SOURCE_OUT_DIR,
+                                experiment.LEAVE_ONE_SOURCE_OUT_SUMMARY))
+  assert sorted(held_out) == ['images-ct', 'images-cxr']
+  for source, modality, other in (('images-ct', 'ct', 'cxr'), ('images-cxr', 'cxr', 'ct')):
+    fold = os.path.join(workdir, held_out[source]['workdir'])
+    fold_test = _read(os.path.join(fold, report.REPORT_DIR, report.METRICS_FILE))['test']
+    assert set(fold_test) == {'overall', modality, f'source:{source}'}
+    assert sum(fold_test['overall']['counts'].values()) == 40
+    # All of the held-out source, and the other source less its test images.
+    other_test = sum(test[other]['counts'].values())
+    assert len(_read(os.path.join(fold, 'inputs.json'))) == 40 + 40 - other_test
+    assert _same(saved['leave_one_source_out'][source]['test'], fold_test['overall'])
+  markdown = open(os.path.join(report_dir, 'report.md')).read()
+  assert '| images-ct, held out | 40 | 20 |' in markdown
+
+  # The shortcut probe saw the validation and test images; Grad-CAM images were written.
+  split = _read(os.path.join(workdir, 'split.json'))['assignment']
+  validation_images = list(split.values()).count('validation')
+  assert saved['shortcut_probe']['images'] == 16 + validation_images
+  assert 0.0 <= saved['shortcut_probe']['disease']['accuracy'] <= 1.0
+  assert '## Shortcut check' in markdown
+  examples = saved['explanations']['examples']
+  assert examples and all(os.path.isfile(os.path.join(report_dir, row['image']))
+                          for row in examples)
   assert os.listdir(os.path.join(workdir, experiment.TENSORBOARD_DIR))
 
   # Evaluating again gives the same numbers from the selected checkpoint.
@@ -92,6 +120,7 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   external_report = os.path.join(workdir, experiment.EXTERNAL_DIR, name, report.REPORT_DIR)
   assert _same(_read(os.path.join(external_report, report.METRICS_FILE))['test'],
                external['test'])
+  assert 'leave_one_source_out' not in external  # About the run, not the external data.
   # The run's own report is untouched.
   assert _same(_read(os.path.join(report_dir, report.METRICS_FILE))['test'], test)
 
@@ -114,7 +143,7 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   (bad / 'notes.txt').write_text('not an image')
   (bad / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(20))
   code = ('import sys; from hybridcovid import predict; '
-          'predict.predict(sys.argv[1], sys.argv[2:]); '
+          'predict.predict(sys.argv[1], sys.argv[2:], with_gradcam=True); '
           "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
   done = subprocess.run([sys.executable, '-c', code, workdir, str(tmp_path / 'images' / 'cxr'),
                          str(bad), str(tmp_path / 'missing.png')],
@@ -127,6 +156,9 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert 'not a PNG, JPEG or DICOM file' in next(
       p['reason'] for p in predicted['unreadable'] if p['path'].endswith('notes.txt'))
   assert predicted['threshold'] == kept['threshold']
+  for row in predicted['predictions']:
+    assert os.path.isfile(os.path.join(workdir, 'predict', row['gradcam']))
+    assert set(row['evidence_shares']) == {'resnet50'}
   # The same images score as in the run's evaluation (resizing differs by rounding only).
   with open(os.path.join(report_dir, 'predictions.csv')) as f:
     evaluated = {row['key'].split(':', 1)[1]: float(row['probability'])
@@ -156,3 +188,16 @@ def test_a_short_run_on_real_images_completes_end_to_end(tmp_path):
   assert sum(result['test']['cxr']['counts'].values()) > 0
   assert sum(result['test']['ct']['counts'].values()) > 0
   assert (tmp_path / 'work' / report.REPORT_DIR / 'report.md').is_file()
+
+
+def test_explanation_examples_are_the_most_confident_of_each_outcome():
+  rows = [{'key': f'k{index}', 'patient_id': patient, 'label': label,
+           'probability': probability}
+          for index, (patient, label, probability) in enumerate(
+              [('a', 1, 0.9), ('b', 1, 0.6), ('c', 1, 0.99), ('d', 0, 0.7), ('e', 0, 0.1),
+               ('f', 0, 0.35), ('g', 1, 0.2), ('c', 1, 0.95)])]
+  chosen = experiment.explanation_examples(rows, threshold=0.3, per_outcome=2)
+  # k7 is more confident than k0 but of a patient already shown.
+  assert [(row['outcome'], row['key']) for row in chosen] == [
+      ('true positive', 'k2'), ('true positive', 'k0'), ('false positive', 'k3'),
+      ('false positive', 'k5'), ('true negative', 'k4'), ('false negative', 'k6')]

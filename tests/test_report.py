@@ -108,6 +108,11 @@ def test_the_operating_point_and_calibration_are_reported(tmp_path):
   assert f"Decision threshold {point['threshold']:.4f}" in markdown
   assert 'sensitivity reaches 95.00% (it reached 95.00%)' in markdown
   assert '12.50% raw, 6.25% temperature-scaled' in markdown
+  at = result['operating_point']['test']['overall']
+  assert (f"- At the decision threshold fixed on validation ({point['threshold']:.4f}), "
+          f"sensitivity {100 * at['recall']:.2f}% and specificity "
+          f"{100 * at['specificity']:.2f}%.") in markdown.split('## In short')[1]
+  assert '- Calibration error on test: 12.50% raw, 6.25% after temperature scaling.' in markdown
   recall_at_threshold = next(
       line for line in markdown.split('## Operating point')[1].splitlines()
       if line.startswith('| All |')).split('|')[6].strip()
@@ -116,3 +121,62 @@ def test_the_operating_point_and_calibration_are_reported(tmp_path):
     assert image.format == 'PNG'
   header = (tmp_path / 'predictions.csv').read_text().splitlines()[0]
   assert header.endswith(',probability,calibrated_probability')
+
+
+def test_the_shortcut_check_states_accuracies_beside_chance_and_warns(tmp_path):
+  predictions = _predictions()
+  result = _result(predictions)
+  result['shortcut_probe'] = {
+      'images': 120, 'single_class_sources': {'source-ct': 1},
+      'disease': {'accuracy': 0.8, 'chance': 0.5, 'above_chance': 0.6, 'classes': 2,
+                  'folds': 5},
+      'source': {'accuracy': 0.9875, 'chance': 0.6, 'above_chance': 0.96875, 'classes': 2,
+                 'folds': 3},
+      'warning': 'The data source is at least as easy to read.'}
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  markdown = (tmp_path / 'report.md').read_text()
+  section = markdown.split('## Shortcut check')[1].split('\n## ')[0]
+  assert 'pooled features of the 120 validation and test images' in section
+  assert '| Disease (COVID or normal) | 2 | 5 | 80.00% | 50.00% | 60.00% |' in section
+  assert '| Data source | 2 | 3 | 98.75% | 60.00% | 96.88% |' in section
+  assert 'Modality' not in section
+  assert '**Warning.** The data source is at least as easy to read.' in section
+  assert '**Warning.** Every image of source-ct is COVID' in section
+  assert '- **Shortcut warning**' in markdown.split('## In short')[1].split('\n## ')[0]
+
+
+def test_held_out_sources_sit_beside_the_same_source_seen_in_training(tmp_path):
+  predictions = _predictions()
+  result = _result(predictions)
+  result['test']['source:source-cxr'] = result['test']['cxr']
+  held_out = metrics.binary_metrics(np.array([0, 1, 1, 0]), np.array([0.1, 0.2, 0.9, 0.7]))
+  result['leave_one_source_out'] = {
+      'source-ct': {'skipped': 'The validation split is empty.'},
+      'source-cxr': {'workdir': 'leave_one_source_out/source-cxr', 'test': held_out}}
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  lines = (tmp_path / 'report.md').read_text().split('## Leave one source out')[1].splitlines()
+  assert '| source-cxr, held out | 4 | 2 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 75.00 |' in lines
+  seen = next(line for line in lines if line.startswith('| source-cxr, seen |'))
+  assert seen.split('|')[2].strip() == '24'
+  assert '- source-ct: not run. The validation split is empty.' in lines
+  assert '- On sources left out of training, accuracy: source-cxr 50.00%.' in (
+      tmp_path / 'report.md').read_text()
+
+
+def test_explanations_are_listed_with_their_images_and_branch_shares(tmp_path):
+  predictions = _predictions()
+  result = _result(predictions)
+  result['explanations'] = {'threshold': 0.4, 'feature_map_size': 2, 'examples': [
+      {'key': 'src:1.png', 'modality': 'cxr', 'outcome': 'true positive', 'probability': 0.9,
+       'image': 'gradcam/true_positive_1.png',
+       'evidence_shares': {'resnet50': 0.75, 'efficientnetb0': 0.25}},
+      {'key': 'src:2.png', 'modality': 'ct', 'outcome': 'false negative', 'probability': 0.1,
+       'image': 'gradcam/false_negative_1.png',
+       'evidence_shares': {'resnet50': 0.25, 'efficientnetb0': 0.75}}]}
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  section = (tmp_path / 'report.md').read_text().split('## Explanations (Grad-CAM)')[1]
+  assert 'decision threshold 0.4000' in section
+  assert 'feature map, 2x2 cells here' in section
+  assert 'Mean share of the evidence over these images: resnet50 50%, efficientnetb0 50%.' in section
+  assert 'False negative, CT, COVID probability 0.100: `src:2.png`' in section
+  assert '![Grad-CAM, false negative](gradcam/false_negative_1.png)' in section
