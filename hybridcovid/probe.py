@@ -56,10 +56,12 @@ def shortcut_probe(features: np.ndarray, attributes: Mapping[str, np.ndarray],
   Returns:
     {attribute: {'accuracy', 'chance' (share of the commonest value),
     'above_chance' ((accuracy - chance) / (1 - chance)), 'classes', 'folds'}}
-    for the attributes that vary; 'images'; 'single_class_sources':
+    for the attributes that vary; 'not_probed': those of them with a value
+    seen in one patient only, if any; 'images'; 'single_class_sources':
     {source: its one disease value} for sources with images of one class only;
     and 'warning': a plain-words warning, or None.
   """
+  patients = np.asarray(patients)
   disease, source = np.asarray(attributes['disease']), np.asarray(attributes['source'])
   result = {'images': len(features), 'single_class_sources': {
       str(name): disease[source == name][0].item() for name in np.unique(source)
@@ -68,6 +70,10 @@ def shortcut_probe(features: np.ndarray, attributes: Mapping[str, np.ndarray],
     values = np.asarray(attributes[name])
     classes, counts = np.unique(values, return_counts=True)
     if len(classes) < 2:
+      continue
+    if min(len(np.unique(patients[values == value])) for value in classes) < 2:
+      # Its folds could not all train on every value.
+      result.setdefault('not_probed', []).append(name)
       continue
     accuracy = cross_validated_accuracy(features, values, patients, seed=seed)
     chance = float(counts.max() / counts.sum())

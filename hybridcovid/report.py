@@ -220,7 +220,10 @@ def _shortcut_section(shortcut: dict | None) -> list[str]:
       lines.append(f"| {title} | {values['classes']} | {values['folds']} | "
                    f"{percent(values['accuracy'])}% | "
                    f"{percent(values['chance'])}% | {percent(values['above_chance'])}% |")
-  if 'source' not in shortcut:
+  if shortcut.get('not_probed'):
+    lines += ['', 'Not probed, as one of its values has the images of a single patient: '
+              f"{', '.join(shortcut['not_probed'])}."]
+  elif 'source' not in shortcut:
     lines += ['', 'The images come from one source: there is no source to confuse with '
               'the disease.']
   lines += ['', f"**Warning.** {shortcut['warning']}" if shortcut['warning'] else

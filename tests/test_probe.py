@@ -82,3 +82,11 @@ def test_folds_are_fewer_where_a_class_has_few_patients():
   assert probe.fold_count(targets, patients) == 3
   assert probe.fold_count(np.array([0, 0, 1]), np.array([0, 1, 2])) == 2
   assert probe.fold_count(np.repeat([0, 1], 50), np.arange(100)) == 5
+
+
+def test_a_value_of_one_patient_is_not_probed():
+  features, attributes, patients = _case(source_strength=1.0, disease_strength=1.0)
+  attributes['source'][patients == 7] = 'd'  # Patient 7's two images alone.
+  result = probe.shortcut_probe(features, attributes, patients)
+  assert result['not_probed'] == ['source'] and 'source' not in result
+  assert 'disease' in result and result['warning'] is None

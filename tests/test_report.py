@@ -180,3 +180,17 @@ def test_explanations_are_listed_with_their_images_and_branch_shares(tmp_path):
   assert 'Mean share of the evidence over these images: resnet50 50%, efficientnetb0 50%.' in section
   assert 'False negative, CT, COVID probability 0.100: `src:2.png`' in section
   assert '![Grad-CAM, false negative](gradcam/false_negative_1.png)' in section
+
+
+def test_attributes_too_thin_to_probe_are_named(tmp_path):
+  predictions = _predictions()
+  result = _result(predictions)
+  result['shortcut_probe'] = {
+      'images': 12, 'single_class_sources': {}, 'not_probed': ['source', 'modality'],
+      'disease': {'accuracy': 0.75, 'chance': 0.5, 'above_chance': 0.5, 'classes': 2,
+                  'folds': 2},
+      'warning': None}
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  section = (tmp_path / 'report.md').read_text().split('## Shortcut check')[1]
+  assert ('Not probed, as one of its values has the images of a single patient: source, '
+          'modality.') in section
