@@ -40,7 +40,7 @@ OUTCOMES = (('true positive', 1, 1), ('false positive', 0, 1),
 # The data fields that name the images; any difference makes an evaluation external.
 DATA_SOURCE_FIELDS = ('cxr_dir', 'cxr_layout', 'ct_dir', 'ct_layout', 'folder_dir',
                       'synthetic', 'synthetic_seed', 'synthetic_patients_per_class',
-                      'synthetic_image_size', 'modalities', 'held_out_source')
+                      'synthetic_image_size', 'modalities')
 # Fields the model was trained with; evaluation always uses the checkpoint's.
 DATA_MODEL_FIELDS = ('image_size', 'resize', 'ct_window_level', 'ct_window_width')
 
@@ -394,7 +394,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _folder_name(source: str) -> str:
-  return re.sub(r'[^A-Za-z0-9._-]+', '_', source)
+  """A folder name for `source`: the name itself where it is safe, else a safe form
+  and a digest, so that no two sources share a folder."""
+  safe = re.sub(r'[^A-Za-z0-9._-]+', '_', source)
+  if safe == source:
+    return source
+  return f'{safe}-{hashlib.sha256(source.encode()).hexdigest()[:8]}'
+
+
+def _finished(report_dir: str, epochs: int) -> bool:
+  """Whether `report_dir` holds the report of a run trained for all `epochs`."""
+  path = os.path.join(report_dir, report.METRICS_FILE)
+  if not os.path.isfile(path):
+    return False
+  with open(path) as f:
+    return len(json.load(f)['history']) >= epochs
 
 
 def train_leave_one_source_out(config: ml_collections.ConfigDict, workdir: str,
@@ -404,8 +418,9 @@ def train_leave_one_source_out(config: ml_collections.ConfigDict, workdir: str,
   The run's patient split is kept: the other sources' training and validation
   images train and select the model, and every image of the left-out source
   tests it. A source without which training is impossible (a class or the
-  validation split would be empty) is skipped with the reason. Finished
-  sources resume like any run. Returns and writes
+  validation split would be empty, or it is the only source of its modality)
+  is skipped with the reason. A source whose run has finished is not run again;
+  an unfinished one resumes. Returns and writes
   WORKDIR/leave_one_source_out/summary.json: {source: {'workdir'} or {'skipped'}}.
   """
   names = sorted({fact.record.source for fact in data.facts})
@@ -424,14 +439,20 @@ def train_leave_one_source_out(config: ml_collections.ConfigDict, workdir: str,
     if config.data.synthetic and not config.data.synthetic_dir:
       fold.data.synthetic_dir = os.path.join(workdir, pipeline.SYNTHETIC_DIR)
     fold_dir = os.path.join(root, _folder_name(source))
+    outcome = {'workdir': os.path.relpath(fold_dir, workdir)}
+    if _finished(os.path.join(fold_dir, report.REPORT_DIR), fold.train.epochs):
+      logging.info('Leave one source out: %s is done already, in %s.', source, fold_dir)
+      outcomes[source] = outcome
+      continue
     logging.info('Leave one source out: training without %s, testing on it, in %s.',
                  source, fold_dir)
     try:
       train_and_evaluate(fold, fold_dir)
-      outcomes[source] = {'workdir': os.path.relpath(fold_dir, workdir)}
-    except sources.DataSourceError as error:
+    # Any error a user can act on; every process raises one when process 0 does.
+    except errors.UserError as error:
       logging.warning('Leave one source out: %s skipped: %s', source, error)
-      outcomes[source] = {'skipped': str(error)}
+      outcome = {'skipped': str(error)}
+    outcomes[source] = outcome
   if _is_writer():
     with open(os.path.join(root, LEAVE_ONE_SOURCE_OUT_SUMMARY), 'w') as f:
       json.dump(outcomes, f, indent=1)
@@ -448,13 +469,17 @@ def leave_one_source_out_results(workdir: str) -> dict:
     outcomes = json.load(f)
   results = {}
   for source, outcome in outcomes.items():
+    metrics_path = os.path.join(workdir, outcome.get('workdir', ''), report.REPORT_DIR,
+                                report.METRICS_FILE)
     if 'skipped' in outcome:
       results[source] = outcome
-      continue
-    with open(os.path.join(workdir, outcome['workdir'], report.REPORT_DIR,
-                           report.METRICS_FILE)) as f:
-      results[source] = {'workdir': outcome['workdir'],
-                         'test': json.load(f)['test']['overall']}
+    elif not os.path.isfile(metrics_path):
+      results[source] = {'skipped': f'{metrics_path} is missing: train with '
+                                    '--config.eval.leave_one_source_out=True again.'}
+    else:
+      with open(metrics_path) as f:
+        results[source] = {'workdir': outcome['workdir'],
+                           'test': json.load(f)['test']['overall']}
   return results
 
 
@@ -487,9 +512,10 @@ def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, shardi
   result['shortcut_probe'] = shortcut_probe(best, stream, sharding, config.seed)
   if result['shortcut_probe']['warning']:
     logging.warning('Shortcut probe: %s', result['shortcut_probe']['warning'])
-  held_out = leave_one_source_out_results(workdir)
-  if held_out and report_dir == report.REPORT_DIR:  # The run's own report, not an external one.
-    result['leave_one_source_out'] = held_out
+  if report_dir == report.REPORT_DIR:  # The run's own report, not an external one.
+    held_out = leave_one_source_out_results(workdir)
+    if held_out:
+      result['leave_one_source_out'] = held_out
   if _is_writer():
     threshold = operating_point['threshold'] if operating_point else 0.5
     result['explanations'] = {
@@ -526,6 +552,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   run = checkpoints.open_trained_run(workdir)
   trained = ml_collections.ConfigDict(run.best_record()['config'])
+  if config.data.held_out_source and (config.data.held_out_source
+                                      != trained.data.get('held_out_source', '')):
+    raise errors.UserError(
+        '--config.data.held_out_source chooses what a model trains without; it cannot '
+        'change for evaluation. Train with it, or with '
+        '--config.eval.leave_one_source_out=True.')
   names_data = any(config.data[name] for name in ('cxr_dir', 'ct_dir', 'folder_dir', 'synthetic'))
   external = names_data and any(_normalised(config.data[name]) != _normalised(trained.data[name])
                                 for name in DATA_SOURCE_FIELDS)

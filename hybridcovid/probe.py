@@ -4,7 +4,10 @@ A logistic regression on the frozen pooled features (the head's input)
 predicts each image's source, modality and disease, cross-validated with all
 images of a patient in one fold. Each accuracy is set against chance, always
 guessing the commonest value, as the share of the way from chance to perfect
-that it goes: (accuracy - chance) / (1 - chance). If the source scores at
+that it goes: (accuracy - chance) / (1 - chance). For the source, chance
+knows the modality (the commonest source of each image's modality), since
+the modality itself is no shortcut; where every source holds one modality,
+the source is not probed apart from the modality. If the source scores at
 least as high as the disease on that scale, the features carry where an image
 came from at least as clearly as what it shows, and a model can learn the
 hospital instead of the disease wherever sources differ in their share of
@@ -18,6 +21,12 @@ import numpy as np
 # Folds of the cross-validation; fewer when there are fewer patients.
 FOLDS = 5
 TARGETS = ('disease', 'source', 'modality')
+
+
+def _chance(values: np.ndarray, given: np.ndarray) -> float:
+  """Accuracy of guessing, for each value of `given`, the commonest of `values` there."""
+  return float(sum(np.unique(values[given == value], return_counts=True)[1].max()
+                   for value in np.unique(given)) / len(values))
 
 
 def fold_count(targets: np.ndarray, groups: np.ndarray, folds: int = FOLDS) -> int:
@@ -54,29 +63,36 @@ def shortcut_probe(features: np.ndarray, attributes: Mapping[str, np.ndarray],
     seed: the fold shuffle.
 
   Returns:
-    {attribute: {'accuracy', 'chance' (share of the commonest value),
+    {attribute: {'accuracy', 'chance' (share of the commonest value; for the
+    source, of the commonest source of each modality),
     'above_chance' ((accuracy - chance) / (1 - chance)), 'classes', 'folds'}}
     for the attributes that vary; 'not_probed': those of them with a value
-    seen in one patient only, if any; 'images'; 'single_class_sources':
+    seen in one patient only, if any; 'source_is_modality': True where every
+    source holds one modality; 'images'; 'single_class_sources':
     {source: its one disease value} for sources with images of one class only;
     and 'warning': a plain-words warning, or None.
   """
   patients = np.asarray(patients)
   disease, source = np.asarray(attributes['disease']), np.asarray(attributes['source'])
+  modality = np.asarray(attributes['modality'])
   result = {'images': len(features), 'single_class_sources': {
       str(name): disease[source == name][0].item() for name in np.unique(source)
       if len(np.unique(disease[source == name])) == 1}}
   for name in TARGETS:
     values = np.asarray(attributes[name])
-    classes, counts = np.unique(values, return_counts=True)
+    classes = np.unique(values)
     if len(classes) < 2:
+      continue
+    if name == 'source' and all(len(np.unique(source[modality == value])) < 2
+                                for value in np.unique(modality)):
+      result['source_is_modality'] = True
       continue
     if min(len(np.unique(patients[values == value])) for value in classes) < 2:
       # Its folds could not all train on every value.
       result.setdefault('not_probed', []).append(name)
       continue
     accuracy = cross_validated_accuracy(features, values, patients, seed=seed)
-    chance = float(counts.max() / counts.sum())
+    chance = _chance(values, modality if name == 'source' else np.zeros(len(values)))
     result[name] = {'accuracy': accuracy, 'chance': chance,
                     'above_chance': (accuracy - chance) / (1.0 - chance),
                     'classes': len(classes), 'folds': fold_count(values, patients)}

@@ -2,8 +2,9 @@
 
 `WORKDIR/report/` holds `metrics.json`, `report.md`, `predictions.csv` (one
 row per test image), `confusion_matrix.png`, `roc.png`, `reliability.png`,
-`training_curves.png` and Grad-CAM explanations in `gradcam/`. Every number is computed from the predictions given;
-the test split is the one the selected checkpoint was evaluated on once.
+`training_curves.png` and Grad-CAM explanations in `gradcam/`. Every number
+is computed from the predictions given; the test split is the one the selected
+checkpoint was evaluated on once.
 """
 
 import csv
@@ -27,6 +28,8 @@ TABLE_COLUMNS = (('accuracy', 'Az'), ('specificity', 'Sp'), ('recall', 'Re'),
                  ('f1', 'F-M'), ('precision', 'PPV'), ('npv', 'NPV'), ('auc', 'AUC'))
 GROUP_NAMES = {'overall': 'All', 'cxr': 'CXR', 'ct': 'CT'}
 CLASS_NAMES = ('Normal', 'COVID')
+PROBE_TARGETS = {'disease': 'Disease (COVID or normal)', 'source': 'Data source',
+                 'modality': 'Modality (CXR or CT)'}
 
 
 def percent(value: float) -> str:
@@ -198,10 +201,6 @@ def _operating_point_section(operating_point: dict | None) -> list[str]:
   ]
 
 
-PROBE_TARGETS = {'disease': 'Disease (COVID or normal)', 'source': 'Data source',
-                 'modality': 'Modality (CXR or CT)'}
-
-
 def _shortcut_section(shortcut: dict | None) -> list[str]:
   if not shortcut:
     return []
@@ -209,25 +208,33 @@ def _shortcut_section(shortcut: dict | None) -> list[str]:
            'Can a linear model read where an image came from off the features this model '
            'computes? A logistic regression on the pooled features of the '
            f"{shortcut['images']} validation and test images, cross-validated with each "
-           "patient's images in one fold, predicts each of these. Chance is always "
-           'guessing the commonest value; "above chance" is the share of the way from chance '
-           'to perfect accuracy that the probe goes.', '',
+           "patient's images in one fold, predicts each of these. Chance is always guessing "
+           "the commonest value (for the source, the commonest source of the image's "
+           'modality); "above chance" is the share of the way from chance to perfect accuracy '
+           'that the probe goes.', '',
            '| Predicted | Classes | Folds | Probe accuracy | Chance | Above chance |',
            '|---|---|---|---|---|---|']
   for name, title in PROBE_TARGETS.items():
     if name in shortcut:
       values = shortcut[name]
       lines.append(f"| {title} | {values['classes']} | {values['folds']} | "
-                   f"{percent(values['accuracy'])}% | "
-                   f"{percent(values['chance'])}% | {percent(values['above_chance'])}% |")
+                   f"{percent(values['accuracy'])}% | {percent(values['chance'])}% | "
+                   f"{percent(values['above_chance'])}% |")
   if shortcut.get('not_probed'):
     lines += ['', 'Not probed, as one of its values has the images of a single patient: '
               f"{', '.join(shortcut['not_probed'])}."]
-  elif 'source' not in shortcut:
+  if shortcut.get('source_is_modality'):
+    lines += ['', 'Each source holds one modality, so the source cannot be told apart from '
+              'the modality here, and whether the model recognises a hospital cannot be '
+              'probed: that needs two sources of one modality.']
+  if shortcut['warning']:
+    lines += ['', f"**Warning.** {shortcut['warning']}"]
+  elif 'source' in shortcut and 'disease' in shortcut:
+    lines += ['', 'The disease is further above chance than the data source.']
+  if 'source' not in shortcut and not shortcut.get('source_is_modality') and (
+      'source' not in shortcut.get('not_probed', [])):
     lines += ['', 'The images come from one source: there is no source to confuse with '
               'the disease.']
-  lines += ['', f"**Warning.** {shortcut['warning']}" if shortcut['warning'] else
-            'The disease is easier to read from the features than the data source.']
   for source, label in shortcut.get('single_class_sources', {}).items():
     lines += ['', f'**Warning.** Every image of {source} is {CLASS_NAMES[label]}: a model '
               'can tell its class by recognising the source, and its results measure one '
@@ -313,9 +320,12 @@ def _summary_section(result: dict) -> list[str]:
   if shortcut and (shortcut['warning'] or shortcut.get('single_class_sources')):
     lines.append('- **Shortcut warning**: the data source may stand in for the disease; see '
                  'the shortcut check below.')
-  elif shortcut:
+  elif shortcut and 'source' in shortcut and 'disease' in shortcut:
     lines.append('- Shortcut check: the features tell the disease more readily than the '
                  'data source.')
+  elif shortcut and shortcut.get('source_is_modality'):
+    lines.append('- Shortcut check: each source holds one modality, so whether the model '
+                 'recognises a hospital cannot be probed.')
   held_out = {source: outcome['test'] for source, outcome in
               result.get('leave_one_source_out', {}).items() if 'test' in outcome}
   if held_out:

@@ -14,9 +14,14 @@ def write_png(path: str, seed: int, size=(40, 52), mode='L') -> None:
 
 
 def write_folder(root: str, patients_per_stratum: int = 6, images_per_patient: int = 2,
-                 size=(40, 52)) -> list[str]:
-  """<root>/<modality>/<label>/ images with a manifest giving patient ids; returns relpaths."""
-  rows, relpaths, seed = ['relpath,label,modality,patient_id'], [], 0
+                 size=(40, 52), cxr_sites: int = 0) -> list[str]:
+  """<root>/<modality>/<label>/ images with a manifest giving patient ids; returns relpaths.
+
+  With `cxr_sites`, the manifest also names sources: CXR patient p comes from
+  `cxr-site<p % cxr_sites>`, and every CT patient from `ct-site0`.
+  """
+  header = 'relpath,label,modality,patient_id' + (',source' if cxr_sites else '')
+  rows, relpaths, seed = [header], [], 0
   for modality in ('cxr', 'ct'):
     for label in ('COVID', 'Normal'):
       for patient in range(patients_per_stratum):
@@ -25,7 +30,10 @@ def write_folder(root: str, patients_per_stratum: int = 6, images_per_patient: i
           write_png(os.path.join(root, relpath), seed, size)
           seed += 1
           relpaths.append(relpath)
-          rows.append(f'{relpath},{label},{modality},{modality}-{label}-{patient}')
+          row = f'{relpath},{label},{modality},{modality}-{label}-{patient}'
+          if cxr_sites:
+            row += f',{modality}-site{patient % cxr_sites if modality == "cxr" else 0}'
+          rows.append(row)
   with open(os.path.join(root, 'manifest.csv'), 'w') as f:
     f.write('\n'.join(rows) + '\n')
   return relpaths

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from hybridcovid import checkpoints, experiment, models, optimizers, report, train
+from hybridcovid import checkpoints, errors, experiment, models, optimizers, report, train
 import data_trees
 import test_pipeline
 
@@ -40,7 +40,7 @@ def _read(path):
 
 @pytest.mark.slow
 def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
-  data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=10)
+  data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=10, cxr_sites=2)
   workdir = str(tmp_path / 'work')
   config = _config(tmp_path, epochs=1)
   config.train.head_only_epochs = 1
@@ -82,24 +82,27 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   # Leave one source out: a model per source, trained without it, tested on all of it.
   held_out = _read(os.path.join(workdir, experiment.LEAVE_ONE_SOURCE_OUT_DIR,
                                 experiment.LEAVE_ONE_SOURCE_OUT_SUMMARY))
-  assert sorted(held_out) == ['images-ct', 'images-cxr']
-  for source, modality, other in (('images-ct', 'ct', 'cxr'), ('images-cxr', 'cxr', 'ct')):
+  assert sorted(held_out) == ['ct-site0', 'cxr-site0', 'cxr-site1']
+  assert 'ct-site0 is the only ct source' in held_out['ct-site0']['skipped']
+  split = _read(os.path.join(workdir, 'split.json'))['assignment']
+  for source in ('cxr-site0', 'cxr-site1'):
     fold = os.path.join(workdir, held_out[source]['workdir'])
     fold_test = _read(os.path.join(fold, report.REPORT_DIR, report.METRICS_FILE))['test']
-    assert set(fold_test) == {'overall', modality, f'source:{source}'}
-    assert sum(fold_test['overall']['counts'].values()) == 40
-    # All of the held-out source, and the other source less its test images.
-    other_test = sum(test[other]['counts'].values())
-    assert len(_read(os.path.join(fold, 'inputs.json'))) == 40 + 40 - other_test
+    assert set(fold_test) == {'overall', 'cxr', f'source:{source}'}
+    assert sum(fold_test['overall']['counts'].values()) == 20
+    # All of the held-out source, and the other sources less their test images.
+    others_test = sum(split_name == 'test' and not key.startswith(f'{source}:')
+                      for key, split_name in split.items())
+    assert len(_read(os.path.join(fold, 'inputs.json'))) == 80 - others_test
     assert _same(saved['leave_one_source_out'][source]['test'], fold_test['overall'])
   markdown = open(os.path.join(report_dir, 'report.md')).read()
-  assert '| images-ct, held out | 40 | 20 |' in markdown
+  assert '| cxr-site0, held out | 20 | 10 |' in markdown
+  assert '- ct-site0: not run.' in markdown
 
   # The shortcut probe saw the validation and test images; Grad-CAM images were written.
-  split = _read(os.path.join(workdir, 'split.json'))['assignment']
   validation_images = list(split.values()).count('validation')
   assert saved['shortcut_probe']['images'] == 16 + validation_images
-  assert 0.0 <= saved['shortcut_probe']['disease']['accuracy'] <= 1.0
+  assert saved['shortcut_probe']['source']['classes'] == 3
   assert '## Shortcut check' in markdown
   examples = saved['explanations']['examples']
   assert examples and all(os.path.isfile(os.path.join(report_dir, row['image']))
@@ -121,6 +124,10 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert _same(_read(os.path.join(external_report, report.METRICS_FILE))['test'],
                external['test'])
   assert 'leave_one_source_out' not in external  # About the run, not the external data.
+  refused = _config(tmp_path, epochs=2)
+  refused.data.held_out_source = 'cxr-site0'
+  with pytest.raises(errors.UserError, match='held_out_source chooses what a model trains'):
+    experiment.evaluate(refused, workdir)
   # The run's own report is untouched.
   assert _same(_read(os.path.join(report_dir, report.METRICS_FILE))['test'], test)
 
@@ -158,7 +165,7 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert predicted['threshold'] == kept['threshold']
   for row in predicted['predictions']:
     assert os.path.isfile(os.path.join(workdir, 'predict', row['gradcam']))
-    assert set(row['evidence_shares']) == {'resnet50'}
+    assert row['evidence_shares'] in ({'resnet50': 1.0}, {'resnet50': 0.0})
   # The same images score as in the run's evaluation (resizing differs by rounding only).
   with open(os.path.join(report_dir, 'predictions.csv')) as f:
     evaluated = {row['key'].split(':', 1)[1]: float(row['probability'])

@@ -90,3 +90,25 @@ def test_a_value_of_one_patient_is_not_probed():
   result = probe.shortcut_probe(features, attributes, patients)
   assert result['not_probed'] == ['source'] and 'source' not in result
   assert 'disease' in result and result['warning'] is None
+
+
+def test_source_chance_knows_the_modality():
+  features, attributes, patients = _case(source_strength=1.0, disease_strength=1.0)
+  # CXR from sources a and b, CT from c alone: knowing the modality, chance guesses
+  # the commoner of a and b for CXR, and c for CT.
+  attributes['modality'] = np.where(attributes['source'] == 'c', 'ct', 'cxr')
+  result = probe.shortcut_probe(features, attributes, patients)
+  cxr = attributes['modality'] == 'cxr'
+  commonest = max(np.sum(attributes['source'][cxr] == name) for name in 'ab')
+  assert result['source']['chance'] == (commonest + np.sum(~cxr)) / 400
+  assert result['source']['chance'] > max(np.mean(attributes['source'] == name) for name in 'abc')
+
+
+def test_a_source_per_modality_is_not_probed_apart_from_the_modality():
+  features, attributes, patients = _case(source_strength=6.0, disease_strength=1.0)
+  attributes['source'] = np.where(attributes['source'] == 'a', 'kaggle-ct', 'kaggle-cxr')
+  attributes['modality'] = np.where(attributes['source'] == 'kaggle-ct', 'ct', 'cxr')
+  result = probe.shortcut_probe(features, attributes, patients)
+  assert result['source_is_modality'] and 'source' not in result
+  assert result['modality']['accuracy'] > 0.9
+  assert result['warning'] is None

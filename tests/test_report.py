@@ -194,3 +194,22 @@ def test_attributes_too_thin_to_probe_are_named(tmp_path):
   section = (tmp_path / 'report.md').read_text().split('## Shortcut check')[1]
   assert ('Not probed, as one of its values has the images of a single patient: source, '
           'modality.') in section
+
+
+def test_sources_that_are_modalities_are_said_to_be_unprobed(tmp_path):
+  predictions = _predictions()
+  result = _result(predictions)
+  result['shortcut_probe'] = {
+      'images': 40, 'single_class_sources': {}, 'source_is_modality': True,
+      'disease': {'accuracy': 0.75, 'chance': 0.5, 'above_chance': 0.5, 'classes': 2,
+                  'folds': 5},
+      'modality': {'accuracy': 1.0, 'chance': 0.6, 'above_chance': 1.0, 'classes': 2,
+                   'folds': 5},
+      'warning': None}
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  markdown = (tmp_path / 'report.md').read_text()
+  section = markdown.split('## Shortcut check')[1].split('\n## ')[0]
+  assert 'Each source holds one modality' in section
+  assert 'further above chance' not in section and 'one source' not in section
+  assert ('- Shortcut check: each source holds one modality, so whether the model recognises '
+          'a hospital cannot be probed.') in markdown.split('## In short')[1]

@@ -1,4 +1,5 @@
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -63,19 +64,39 @@ def test_bad_fractions_are_refused():
     splits.assign_splits(_records(patients=4), {'train': 0.8, 'test': 0.2}, seed=0)
 
 
+def _two_site_records():
+  """`_records` with the CXR patients over two sites and one CT site."""
+  return [dataclasses.replace(record, source=f'src-cxr-{int(record.patient_id[8:]) % 4 // 2}')
+          if record.modality == 'cxr' else record for record in _records(patients=40)]
+
+
 def test_holding_out_a_source_tests_all_of_it_and_trains_on_the_rest():
-  records = _records(patients=40)
+  records = _two_site_records()
   assignment = splits.assign_splits(records, FRACTIONS, seed=0)
-  held_out = splits.hold_out_source(records, assignment, 'src-ct')
+  held_out = splits.hold_out_source(records, assignment, 'src-cxr-0')
   for record in records:
-    if record.source == 'src-ct':
+    if record.source == 'src-cxr-0':
       assert held_out[record.key] == 'test'
     elif assignment[record.key] == 'test':
       assert record.key not in held_out  # No split: neither trained on nor tested.
     else:
       assert held_out[record.key] == assignment[record.key]
-  assert sum(record.source == 'src-ct' for record in records) == sum(
-      split == 'test' for split in held_out.values())
+  assert sum(record.source == 'src-cxr-0' for record in records) == sum(
+      split == 'test' for split in held_out.values()) > 0
   with pytest.raises(splits.SplitError, match=r"'src-mri' is not a source of the data; its "
-                     r"sources are \['src-ct', 'src-cxr'\]"):
+                     r"sources are \['src-ct', 'src-cxr-0', 'src-cxr-1'\]"):
     splits.hold_out_source(records, assignment, 'src-mri')
+  with pytest.raises(splits.SplitError, match='src-ct is the only ct source'):
+    splits.hold_out_source(records, assignment, 'src-ct')
+
+
+def test_a_held_out_patient_is_kept_out_of_training_in_every_source():
+  records = _two_site_records()
+  shared = next(record for record in records if record.source == 'src-cxr-0')
+  moved = dataclasses.replace(next(record for record in records if record.source == 'src-cxr-1'),
+                              patient_id=shared.patient_id)
+  records.append(dataclasses.replace(moved, relpath='moved.png'))
+  assignment = {record.key: 'train' for record in records}
+  held_out = splits.hold_out_source(records, assignment, 'src-cxr-0')
+  assert records[-1].key not in held_out
+  assert held_out[shared.key] == 'test'

@@ -108,13 +108,28 @@ def hold_out_source(records: Iterable[Record], assignment: Mapping[str, str],
   """The split for testing on `source` after training on every other source.
 
   Every image of `source` goes to test; the other sources keep their train and
-  validation images and lose their test images, which no split then holds.
+  validation images and lose their test images, which no split then holds, as
+  do their images of patients who also have images in `source`.
+
+  Raises:
+    SplitError: `source` is not a source of `records`, or the only one of its
+      modality (the model would train without that modality at all).
   """
   records = list(records)
   known = sorted({record.source for record in records})
   if source not in known:
     raise SplitError(f'--config.data.held_out_source={source!r} is not a source of the data; '
                      f'its sources are {known}.')
-  return {record.key: 'test' if record.source == source else assignment[record.key]
-          for record in records
-          if record.source == source or assignment[record.key] != 'test'}
+  held_out = [record for record in records if record.source == source]
+  modalities = {record.modality for record in held_out}
+  if not any(record.modality in modalities for record in records if record.source != source):
+    raise SplitError(
+        f'{source} is the only {"/".join(sorted(modalities))} source: without it the model '
+        'would see no such images, and testing on it would measure a change of modality, '
+        'not of source.')
+  held_out_patients = {record.patient_id for record in held_out}
+  split = {record.key: 'test' for record in held_out}
+  split.update({record.key: assignment[record.key] for record in records
+                if record.source != source and assignment[record.key] != 'test'
+                and record.patient_id not in held_out_patients})
+  return split
