@@ -24,8 +24,8 @@ import tensorflow as tf
 import tqdm
 
 from hybridcovid import bootstrap, calibration, checkpoints, errors, explain, hashing, metrics
-from hybridcovid import models, optimizers, predict, probe, report, train
-from hybridcovid.data import pipeline, sources
+from hybridcovid import models, optimizers, probe, report, train
+from hybridcovid.data import pipeline, resize, sources
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',
             'tensorflow-datasets', 'numpy')
@@ -205,8 +205,8 @@ def _explain_examples(config, state, data, predictions, threshold, report_dir) -
   """Grad-CAM PNGs of sample test images in `report_dir`/gradcam/; a row for each."""
   examples = explanation_examples(predictions, threshold, config.eval.gradcam_per_outcome)
   records = {fact.record.key: fact.record for fact in data.facts}
-  images, _, problems = predict.read_images([records[row['key']].path for row in examples],
-                                            config.data)
+  images, _, problems = resize.read_resized([records[row['key']].path for row in examples],
+                                             config.data)
   for problem in problems:
     logging.warning('No Grad-CAM for %s: %s', problem['path'], problem['reason'])
   unread = {problem['path'] for problem in problems}

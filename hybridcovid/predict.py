@@ -21,7 +21,7 @@ import numpy as np
 import tqdm
 
 from hybridcovid import calibration, checkpoints, errors, explain, models, optimizers, train
-from hybridcovid.data import decode, resize
+from hybridcovid.data import resize
 
 PREDICT_DIR = 'predict'
 CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision',
@@ -40,23 +40,6 @@ def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
     else:
       missing.append({'path': path, 'reason': 'no such file or folder'})
   return files, missing
-
-
-def read_images(paths: Sequence[str], data_config: ml_collections.ConfigDict
-                ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
-  """Model inputs as training resized them: (images, a row per readable file with its
-  path and modality, a problem per unreadable file with its path and the reason)."""
-  images, rows, problems = [], [], []
-  window = (data_config.ct_window_level, data_config.ct_window_width)
-  for path in tqdm.tqdm(paths, desc='reading', unit='file'):
-    try:
-      image, info = decode.read_image(path, ct_window=window)
-    except decode.BadImageError as error:
-      problems.append({'path': path, 'reason': str(error)})
-      continue
-    images.append(resize.resize(image, data_config.image_size, data_config.resize))
-    rows.append({'path': path, 'modality': info.modality or 'unknown'})
-  return images, rows, problems
 
 
 def _explain(model, variables, images, rows, output_dir, batch_size) -> None:
@@ -92,7 +75,7 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
   record = run.best_record()
   trained = ml_collections.ConfigDict(record['config'])
   files, problems = input_files(inputs)
-  images, rows, unreadable = read_images(files, trained.data)
+  images, rows, unreadable = resize.read_resized(files, trained.data)
   problems += unreadable
 
   mesh = train.create_mesh()

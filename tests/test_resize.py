@@ -1,7 +1,10 @@
+import ml_collections
 import numpy as np
+from PIL import Image
 import pytest
 
 from hybridcovid.data import pipeline, resize
+import data_trees
 
 
 @pytest.mark.parametrize('height, width, size, method', [
@@ -28,3 +31,20 @@ def test_resize_gives_the_training_pipelines_pixels(height, width, size, method)
 def test_unknown_method_is_refused():
   with pytest.raises(ValueError, match="choose 'pad' or 'squash'"):
     resize.resize(np.zeros((4, 4, 3), np.uint8), 8, 'crop')
+
+
+def test_read_resized_scores_readable_files_and_names_the_others(tmp_path):
+  data_trees.write_png(str(tmp_path / 'cxr.png'), seed=0, size=(40, 52))
+  (tmp_path / 'notes.txt').write_text('not an image')
+  config = ml_collections.ConfigDict({'image_size': 32, 'resize': 'pad',
+                                      'ct_window_level': -600.0, 'ct_window_width': 1500.0})
+  images, rows, problems = resize.read_resized(
+      [str(tmp_path / 'cxr.png'), str(tmp_path / 'notes.txt')], config)
+  with Image.open(tmp_path / 'cxr.png') as image:
+    grey = np.asarray(image)
+  expected = resize.resize(np.repeat(grey[..., None], 3, axis=-1), 32, 'pad')
+  assert len(images) == 1
+  np.testing.assert_array_equal(images[0], expected)
+  assert rows == [{'path': str(tmp_path / 'cxr.png'), 'modality': 'unknown'}]
+  assert [problem['path'] for problem in problems] == [str(tmp_path / 'notes.txt')]
+  assert 'not a PNG, JPEG or DICOM file' in problems[0]['reason']

@@ -2,12 +2,19 @@
 
 `resize` gives the same pixels as `pipeline.resize` (TensorFlow's antialiased
 bilinear resize, with or without aspect-preserving padding) up to rounding,
-so that prediction on a machine without TensorFlow sees what training saw.
+so that prediction on a machine without TensorFlow sees what training saw;
+`read_resized` reads image files into such model inputs.
 """
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import tqdm
+
+from hybridcovid.data import decode
 
 RESIZE_METHODS = ('pad', 'squash')
 
@@ -41,3 +48,20 @@ def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
   out = np.zeros((size, size, image.shape[2]), np.uint8)
   out[top:top + shape[0], left:left + shape[1]] = resized
   return out
+
+
+def read_resized(paths: Sequence[str], data_config: ml_collections.ConfigDict
+                 ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
+  """Model inputs as training resized them: (images, a row per readable file with its
+  path and modality, a problem per unreadable file with its path and the reason)."""
+  images, rows, problems = [], [], []
+  window = (data_config.ct_window_level, data_config.ct_window_width)
+  for path in tqdm.tqdm(paths, desc='reading', unit='file'):
+    try:
+      image, info = decode.read_image(path, ct_window=window)
+    except decode.BadImageError as error:
+      problems.append({'path': path, 'reason': str(error)})
+      continue
+    images.append(resize(image, data_config.image_size, data_config.resize))
+    rows.append({'path': path, 'modality': info.modality or 'unknown'})
+  return images, rows, problems
