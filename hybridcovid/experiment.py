@@ -14,6 +14,7 @@ import os
 import platform
 import re
 from importlib import metadata
+from typing import Any
 
 from absl import logging
 import jax
@@ -114,25 +115,28 @@ def _global_batch(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
 
 
 def predict_split(state: train.TrainState, stream: pipeline.InputPipeline, split: str,
-                  eval_fn, sharding) -> tuple[np.ndarray, np.ndarray]:
-  """(example ids, COVID probabilities) of every example of `split`, once each."""
-  ids, probabilities = [], []
+                  eval_fn, sharding) -> tuple[np.ndarray, Any]:
+  """(example ids, `eval_fn`'s outputs) of every example of `split`, once each.
+
+  The outputs keep `eval_fn`'s structure: an array, or a dict of arrays.
+  """
+  ids, outputs = [], []
   for batch in stream.eval_batches(split):
     device_batch = _global_batch({'image': batch['image']}, sharding)
-    output = np.asarray(multihost_utils.process_allgather(
-        eval_fn(state, device_batch), tiled=True))
     mask = np.asarray(multihost_utils.process_allgather(batch['mask'], tiled=True))
     batch_ids = np.asarray(multihost_utils.process_allgather(
         batch['example_id'], tiled=True))
     ids.append(batch_ids[mask])
-    probabilities.append(output[mask])
-  return np.concatenate(ids), np.concatenate(probabilities)
+    outputs.append(jax.tree.map(
+        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))[mask],
+        eval_fn(state, device_batch)))
+  return np.concatenate(ids), jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
 
-def split_predictions(state, stream, split, eval_fn, sharding) -> list[dict]:
-  """One row per image of `split`: key, patient, modality, source, label, COVID probability."""
-  ids, probabilities = predict_split(state, stream, split, eval_fn, sharding)
-  records = [stream.data.facts[i].record for i in ids]
+def prediction_rows(data: pipeline.LoadedData, ids: np.ndarray,
+                    probabilities: np.ndarray) -> list[dict]:
+  """One row per example: key, patient, modality, source, label, COVID probability."""
+  records = [data.facts[i].record for i in ids]
   return [{'key': record.key, 'patient_id': record.patient_id,
            'modality': record.modality, 'source': record.source,
            'label': record.label, 'probability': float(probability)}
@@ -166,21 +170,15 @@ def group_metrics(predictions: list[dict], threshold: float = 0.5,
   return result
 
 
-def shortcut_probe(state, stream, sharding, seed: int) -> dict:
-  """`probe.shortcut_probe` on the model's pooled features of the images it never
-  trained on (validation and test), with each patient's images in one fold."""
-  features_fn = train.compile_eval_step(sharding.mesh, train.features_step)
-  ids, features = [], []
-  for split in ('validation', 'test'):
-    if len(stream.data.split_ids(split)):
-      split_ids, split_features = predict_split(state, stream, split, features_fn, sharding)
-      ids.append(split_ids)
-      features.append(split_features)
-  records = [stream.data.facts[i].record for i in np.concatenate(ids)]
+def shortcut_probe(data: pipeline.LoadedData, ids: np.ndarray, features: np.ndarray,
+                   seed: int) -> dict:
+  """`probe.shortcut_probe` on the pooled `features` of the examples `ids`, with each
+  patient's images in one fold."""
+  records = [data.facts[i].record for i in ids]
   attributes = {'disease': np.array([record.label for record in records]),
                 'source': np.array([record.source for record in records]),
                 'modality': np.array([record.modality for record in records])}
-  return probe.shortcut_probe(np.concatenate(features), attributes,
+  return probe.shortcut_probe(features, attributes,
                               np.array([record.patient_id for record in records]), seed)
 
 
@@ -368,7 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress.set_postfix(loss=f'{loss:.4f}')
       summaries.scalars(step, {'train/loss': loss, 'train/accuracy': accuracies[-1],
                                'train/learning_rate': float(learning_rate(step - 1))})
-    validation_predictions = split_predictions(state, stream, 'validation', eval_fn, sharding)
+    validation_predictions = prediction_rows(
+        data, *predict_split(state, stream, 'validation', eval_fn, sharding))
     validation = group_metrics(validation_predictions)
     # Fitted on validation only, kept with the checkpoint, applied unchanged to test.
     operating_point = calibration.operating_point(
@@ -389,7 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              None if np.isnan(selection) else float(selection))
   summaries.close()
   run.wait()
-  return _evaluate_and_report(config, workdir, run, state, stream, eval_fn, sharding,
+  return _evaluate_and_report(config, workdir, run, state, stream, sharding,
                               report.REPORT_DIR, data, history, TRAINED_PROVENANCE)
 
 
@@ -483,12 +482,18 @@ def leave_one_source_out_results(workdir: str) -> dict:
   return results
 
 
-def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, sharding,
+def _evaluate_and_report(config, workdir, run, template, stream, sharding,
                          report_dir, data, history, provenance,
                          title='hybridcovid report') -> dict:
   """Evaluates the best checkpoint on the test split; process 0 writes the report."""
   best, best_record = run.restore_best(template)
-  predictions = split_predictions(best, stream, 'test', eval_fn, sharding)
+  # One pass per split gives the probabilities and the shortcut probe's features,
+  # of the images the weights never trained on.
+  eval_fn = train.compile_eval_step(sharding.mesh, train.eval_features_step)
+  outputs = {split: predict_split(best, stream, split, eval_fn, sharding)
+             for split in ('validation', 'test') if len(data.split_ids(split))}
+  test_ids, test_outputs = outputs['test']
+  predictions = prediction_rows(data, test_ids, test_outputs['probability'])
   result = {'selected_epoch': best_record['epoch'],
             'selection_metric': best_record['config']['train']['selection_metric'],
             'validation': best_record['validation'],
@@ -508,8 +513,11 @@ def _evaluate_and_report(config, workdir, run, template, stream, eval_fn, shardi
             labels, [row['probability'] for row in predictions]),
         'test_ece_calibrated': calibration.expected_calibration_error(
             labels, [row['calibrated_probability'] for row in predictions])}
-  # Every process runs the probe's feature pass; process 0 alone explains and writes.
-  result['shortcut_probe'] = shortcut_probe(best, stream, sharding, config.seed)
+  # Every process fits the probe alike; process 0 alone explains and writes.
+  result['shortcut_probe'] = shortcut_probe(
+      data, np.concatenate([ids for ids, _ in outputs.values()]),
+      np.concatenate([split_outputs['features'] for _, split_outputs in outputs.values()]),
+      config.seed)
   if result['shortcut_probe']['warning']:
     logging.warning('Shortcut probe: %s', result['shortcut_probe']['warning'])
   if report_dir == report.REPORT_DIR:  # The run's own report, not an external one.
@@ -585,8 +593,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   described = ml_collections.ConfigDict(trained.to_dict())
   described.data = data_config  # The report describes the data it evaluated.
   described.eval = config.eval  # How to evaluate is this command's choice.
-  return _evaluate_and_report(described, workdir, run, template, stream,
-                              train.compile_eval_step(mesh), sharding, report_dir, data,
+  return _evaluate_and_report(described, workdir, run, template, stream, sharding,
+                              report_dir, data,
                               run.latest_record()['history'], provenance, title)
 
 

@@ -149,22 +149,22 @@ def compile_train_step(mesh: jax.sharding.Mesh, parallel: str = 'shard_map'
 
 def eval_step(state: TrainState, batch: dict) -> jax.Array:
   """COVID probabilities of this device's share of the batch, in inference mode."""
-  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          batch['image'], train=False)
-  return jax.nn.softmax(logits)[:, 1]
+  return eval_features_step(state, batch)['probability']
 
 
-def features_step(state: TrainState, batch: dict) -> jax.Array:
-  """Pooled backbone features (the head's input) of this device's share of the batch."""
-  _, intermediates = state.apply_fn(
+def eval_features_step(state: TrainState, batch: dict) -> dict[str, jax.Array]:
+  """COVID probabilities and pooled backbone features (the head's input) of this
+  device's share of the batch, in inference mode."""
+  logits, intermediates = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats}, batch['image'],
       train=False, mutable=['intermediates'])
-  return intermediates['intermediates'][models.POOLED_FEATURES][0]
+  return {'probability': jax.nn.softmax(logits)[:, 1],
+          'features': intermediates['intermediates'][models.POOLED_FEATURES][0]}
 
 
-def compile_eval_step(mesh: jax.sharding.Mesh, step: Callable[[TrainState, dict], jax.Array]
-                      = eval_step) -> Callable[[TrainState, dict], jax.Array]:
-  """`step` (`eval_step` or `features_step`) over every device of `mesh`:
+def compile_eval_step(mesh: jax.sharding.Mesh, step: Callable[[TrainState, dict], Any]
+                      = eval_step) -> Callable[[TrainState, dict], Any]:
+  """`step` (`eval_step` or `eval_features_step`) over every device of `mesh`:
   (state, global batch) -> its per-example outputs, split over the devices."""
   split = jax.sharding.PartitionSpec(BATCH_AXIS)
   return jax.jit(jax.shard_map(step, mesh=mesh,
