@@ -25,8 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.distributed.coordinator_address = ''
   config.distributed.num_processes = 0
   config.distributed.process_id = -1
-  # How the train step runs on several devices: 'shard_map' (jit over
-  # shard_map) or 'pmap'; both give the same result.
+  # How training, evaluation and the benchmark run on several devices:
+  # 'shard_map' (jit over shard_map, a state replicated over a mesh) or 'pmap'
+  # (a state with a leading device axis); both give the same result.
   config.parallel = 'shard_map'
 
   config.model = ml_collections.ConfigDict()
@@ -36,6 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.hidden_units = 256
   config.model.dropout_rate = 0.5
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16'.
+  # Convolutions, depthwise convolutions and max pooling: 'xla' (XLA's own
+  # ops, what a GPU runs), 'cpu' (matrix-product and shifted-window forms,
+  # fast on XLA's CPU backend) or 'auto' ('cpu' on CPU, else 'xla').
+  config.model.conv_impl = 'auto'
   # Backbones in inference mode (running BatchNorm statistics) while training.
   config.model.freeze_backbone_batchnorm = False
   # Decay of the running BatchNorm statistics used at evaluation (Keras: 0.99).
@@ -105,6 +110,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_dir = ''  # Where it is written; '' is WORKDIR/synthetic_data.
   config.data.modalities = ('cxr', 'ct')  # Pooled; one of them for a single modality.
   config.data.tfds_dir = '~/tensorflow_datasets'  # Where prepared data are kept.
+  # Prepared images are stored with their longer side at most this many
+  # pixels (0 keeps them whole); prediction shrinks its inputs alike.
+  config.data.max_stored_side = 512
+  config.data.prepare_processes = 0  # Processes decoding files; 0 uses every core.
   config.data.skip_bad = False  # Skip unreadable files (listed in audit.json).
   config.data.ct_window_level = -600.0  # Lung window for DICOM CT, in HU.
   config.data.ct_window_width = 1500.0
