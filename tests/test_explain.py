@@ -17,6 +17,7 @@ class SmallBackbone(nn.Module):
   dtype: object = jnp.float32
   axis_name: str | None = None
   batchnorm_momentum: float = 0.99
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, images, train=False):

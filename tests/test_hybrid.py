@@ -3,10 +3,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from configs import default
 from hybridcovid import models
+from primitives import count_primitives
 import stable_init
 
 
@@ -21,6 +24,46 @@ def _train_apply(model):
 def test_unknown_backbone_is_named_in_the_error():
   with pytest.raises(ValueError, match="Unknown backbone 'vgg16'; choose from"):
     models.create_backbone('vgg16')
+
+
+def _model_config(**overrides):
+  model_config = default.get_config().model
+  model_config.update(overrides)
+  return model_config
+
+
+def _backbone_ops(model):
+  """XLA convolutions (depthwise among them) and reduce-window max pools the model traces."""
+  images = jnp.zeros((1, 64, 64, 3))
+  counts = count_primitives(lambda x: model.init(jax.random.key(0), x), images)
+  return counts['conv_general_dilated'], counts['reduce_window_max']
+
+
+def test_conv_impl_reaches_every_convolution_and_the_pool():
+  # ResNet50: 53 convolutions and a max pool; EfficientNetB0: 65 convolutions, 16 depthwise.
+  assert _backbone_ops(models.create_classifier(_model_config(conv_impl='xla'))) == (134, 1)
+  # 'cpu' keeps XLA's convolution only for k x k kernels over inputs at least k wide
+  # at 64x64: ResNet50's 7x7 stem and 3x3s of conv2..conv4 (1 + 3 + 4 + 6), B0's stem.
+  cpu_ops = _backbone_ops(models.create_classifier(_model_config(conv_impl='cpu')))
+  assert cpu_ops == (15, 0)
+  # A config saved before conv_impl existed is 'auto': 'cpu' on this machine.
+  old_config = _model_config().to_dict()
+  del old_config['conv_impl']
+  assert _backbone_ops(models.create_classifier(ml_collections.ConfigDict(old_config))) == cpu_ops
+  with pytest.raises(ValueError, match="Unknown conv_impl 'gpu'; choose from auto, xla, cpu"):
+    _backbone_ops(models.create_classifier(_model_config(conv_impl='gpu')))
+
+
+def test_conv_impls_have_one_parameter_layout_and_agree(hybrid_variables, small_images):
+  shapes = {impl: jax.eval_shape(lambda: models.HybridClassifier(conv_impl=impl).init(
+      jax.random.key(0), small_images)) for impl in ('xla', 'cpu')}
+  assert shapes['xla'] == shapes['cpu'] == jax.eval_shape(lambda: hybrid_variables)
+  variables = {'params': stable_init.damp_residual_branches(hybrid_variables['params']),
+               'batch_stats': hybrid_variables['batch_stats']}
+  logits = {impl: jax.jit(models.HybridClassifier(conv_impl=impl).apply)(variables, small_images)
+            for impl in ('xla', 'cpu')}
+  np.testing.assert_allclose(logits['xla'], logits['cpu'], rtol=1e-4, atol=1e-5)
+  assert np.abs(np.asarray(logits['xla'])).max() > 1e-3
 
 
 def test_head_concatenates_pools_and_applies_two_dense_layers(hybrid_variables,

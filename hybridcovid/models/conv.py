@@ -1,15 +1,18 @@
-"""Convolutions for the backbones, with fast paths for XLA's CPU backend.
+"""Convolutions and max pooling for the backbones, in two implementations.
 
-On CPU, XLA runs 1x1 convolutions (their filter gradients most of all),
-and convolutions over inputs smaller than the kernel, several times slower
-than the same matrix product, and depthwise convolutions slowest of all;
-its other k x k convolutions are fast in every direction. So on CPU those
-slow cases of `Conv` are one matrix product of the stacked input windows
-(im2col), whose gradients are matrix products too, and the rest use XLA's
-convolution; `DepthwiseConv` is a sum of k*k shifted windows times
-per-channel weights, which XLA fuses, with a custom gradient that reads the
-input once for all k*k taps. Other backends use XLA's convolutions. Both
-paths compute the same function; `Conv` has the parameters of
+`conv_impl` picks one. 'xla' runs XLA's own convolution for every `Conv`,
+its grouped convolution for `DepthwiseConv` and its reduce-window for
+`max_pool`: what a GPU runs. 'cpu' works around XLA's CPU backend, which
+runs 1x1 convolutions (their filter gradients most of all) and
+convolutions over inputs smaller than the kernel several times slower than
+the same matrix product, and depthwise convolutions slowest of all: those
+cases of `Conv` become one matrix product of the stacked input windows
+(im2col), whose gradients are matrix products too, while its other k x k
+convolutions stay XLA's; `DepthwiseConv` is a sum of k*k shifted windows
+times per-channel weights, which XLA fuses, with a custom gradient that
+reads the input once for all k*k taps; `max_pool` is a max of shifted
+windows. 'auto' is 'cpu' on XLA's CPU backend and 'xla' elsewhere. Both
+compute the same function with the same parameters: `Conv` those of
 `flax.linen.Conv` (kernel (k, k, in, out), optional bias), `DepthwiseConv` a
 (k, k, 1, channels) kernel.
 """
@@ -24,7 +27,18 @@ import jax.numpy as jnp
 import numpy as np
 
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+CONV_IMPLS = ('auto', 'xla', 'cpu')
 Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+  """'xla' or 'cpu': `conv_impl` itself, or for 'auto' 'cpu' on XLA's CPU backend, else 'xla'."""
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f'Unknown conv_impl {conv_impl!r}; choose from {", ".join(CONV_IMPLS)} '
+                     '(config.model.conv_impl).')
+  if conv_impl == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  return conv_impl
 
 
 def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
@@ -76,14 +90,18 @@ def _xla_is_slow(x_shape: Sequence[int], kernel_size: Sequence[int]) -> bool:
           or x_shape[2] < kernel_size[1])
 
 
-def max_pool(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
-  """Max over each `window` x `window` patch at `stride` ('VALID'), as a max of shifted windows.
+def max_pool(x: jnp.ndarray, window: int, stride: int, conv_impl: str = 'auto') -> jnp.ndarray:
+  """Max over each `window` x `window` patch at `stride` ('VALID').
 
-  Its gradient is a chain of selects that XLA fuses; XLA:CPU's
+  'xla' is XLA's reduce-window. 'cpu' is a max of shifted windows, whose
+  gradient is a chain of selects that XLA fuses; XLA:CPU's
   select-and-scatter gradient of a reduce-window is several times slower.
-  Tied maxima share the gradient, which differs from reduce-window's only
-  where equal values tie, as zeros after a ReLU do, whose gradient is zero.
+  There tied maxima share the gradient, which differs from reduce-window's
+  only where equal values tie, as zeros after a ReLU do, whose gradient is
+  zero.
   """
+  if resolve_conv_impl(conv_impl) == 'xla':
+    return nn.max_pool(x, (window, window), (stride, stride), 'VALID')
   windows = [w for _, _, w in _windows(x, (window, window), (stride, stride),
                                        ((0, 0), (0, 0)))]
   return functools.reduce(jnp.maximum, windows)
@@ -99,6 +117,7 @@ class Conv(nn.Module):
     padding: 'SAME' (TensorFlow's), 'VALID' or ((top, bottom), (left, right)).
     use_bias: whether to add a bias.
     dtype: compute dtype; parameters stay float32.
+    conv_impl: 'auto', 'xla' or 'cpu' (see the module docstring).
   """
 
   features: int
@@ -107,6 +126,7 @@ class Conv(nn.Module):
   padding: str | Sequence[tuple[int, int]] = 'SAME'
   use_bias: bool = True
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -117,7 +137,8 @@ class Conv(nn.Module):
                         jnp.float32).astype(self.dtype)
     x = x.astype(self.dtype)
     padding = _explicit_padding(self.padding, x.shape, self.kernel_size, strides)
-    if jax.default_backend() == 'cpu' and _xla_is_slow(x.shape, self.kernel_size):
+    if (resolve_conv_impl(self.conv_impl) == 'cpu'
+        and _xla_is_slow(x.shape, self.kernel_size)):
       y = conv_as_matmul(x, kernel, strides, padding)
     else:
       y = _xla_conv(x, kernel, strides, padding)
@@ -177,14 +198,15 @@ depthwise_as_windows.defvjp(_depthwise_forward, _depthwise_backward)
 class DepthwiseConv(nn.Module):
   """Depthwise convolution with TF 'SAME' padding; kernel (k, k, 1, channels).
 
-  On CPU it is a sum of k*k shifted, strided windows times per-channel
-  weights, which XLA fuses into a few loops, forward and backward. Other
-  backends use the grouped convolution.
+  With conv_impl 'cpu' it is a sum of k*k shifted, strided windows times
+  per-channel weights, which XLA fuses into a few loops, forward and
+  backward; with 'xla' it is XLA's grouped convolution.
   """
 
   kernel_size: int
   strides: int = 1
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -193,7 +215,7 @@ class DepthwiseConv(nn.Module):
                         jnp.float32).astype(self.dtype)
     x = x.astype(self.dtype)
     padding = _explicit_padding('SAME', x.shape, (k, k), (stride, stride))
-    if jax.default_backend() != 'cpu':
+    if resolve_conv_impl(self.conv_impl) == 'xla':
       return lax.conv_general_dilated(
           x, kernel, (stride, stride), padding, feature_group_count=channels,
           dimension_numbers=DIMENSION_NUMBERS)

@@ -79,12 +79,13 @@ class MBConv(nn.Module):
   dtype: Any = jnp.float32
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, train: bool) -> jnp.ndarray:
     args = self.args
     conv = functools.partial(Conv, dtype=self.dtype, padding='SAME',
-                             use_bias=False)
+                             use_bias=False, conv_impl=self.conv_impl)
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, momentum=self.batchnorm_momentum,
         epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
@@ -94,14 +95,16 @@ class MBConv(nn.Module):
       x = conv(filters, (1, 1), name='expand_conv')(x)
       x = nn.swish(norm(name='expand_bn')(x))
     # TF 'SAME' equals Keras' correct_pad + 'valid' at stride 2 for these kernels.
-    x = DepthwiseConv(args.kernel_size, args.strides, dtype=self.dtype, name='dwconv')(x)
+    x = DepthwiseConv(args.kernel_size, args.strides, dtype=self.dtype,
+                      conv_impl=self.conv_impl, name='dwconv')(x)
     x = nn.swish(norm(name='bn')(x))
 
     squeeze_filters = max(1, int(args.filters_in * SQUEEZE_EXCITE_RATIO))
     se = jnp.mean(x, axis=(1, 2), keepdims=True)
-    se = Conv(squeeze_filters, (1, 1), dtype=self.dtype, name='se_reduce')(se)
-    se = Conv(filters, (1, 1), dtype=self.dtype,
-                 name='se_expand')(nn.swish(se))
+    se = Conv(squeeze_filters, (1, 1), dtype=self.dtype, conv_impl=self.conv_impl,
+              name='se_reduce')(se)
+    se = Conv(filters, (1, 1), dtype=self.dtype, conv_impl=self.conv_impl,
+              name='se_expand')(nn.swish(se))
     x = x * nn.sigmoid(se)
 
     x = conv(args.filters_out, (1, 1), name='project_conv')(x)
@@ -121,12 +124,14 @@ class EfficientNetB0(nn.Module):
   Applies x/255 and the ImageNet mean and std its ImageNet weights expect.
   `axis_name` names the device axis over which BatchNorm statistics are
   averaged in training (None: this device's batch only);
-  `batchnorm_momentum` is the running statistics' decay (Keras': 0.99).
+  `batchnorm_momentum` is the running statistics' decay (Keras': 0.99);
+  `conv_impl` how convolutions run (see models/conv.py).
   """
 
   dtype: Any = jnp.float32
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -136,12 +141,12 @@ class EfficientNetB0(nn.Module):
         epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
     x = preprocessing.imagenet_mean_std(images).astype(self.dtype)
     x = Conv(STEM_FILTERS, (3, 3), strides=2, padding='SAME', use_bias=False,
-                dtype=self.dtype, name='stem_conv')(x)
+             dtype=self.dtype, conv_impl=self.conv_impl, name='stem_conv')(x)
     x = nn.swish(norm(name='stem_bn')(x))
     for block in b0_blocks():
       x = MBConv(block, dtype=self.dtype, axis_name=self.axis_name,
                  batchnorm_momentum=self.batchnorm_momentum,
-                 name=block.name)(x, train)
+                 conv_impl=self.conv_impl, name=block.name)(x, train)
     x = Conv(TOP_FILTERS, (1, 1), use_bias=False, dtype=self.dtype,
-                name='top_conv')(x)
+             conv_impl=self.conv_impl, name='top_conv')(x)
     return nn.swish(norm(name='top_bn')(x))

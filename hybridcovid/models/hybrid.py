@@ -19,7 +19,10 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 
 def create_backbone(arch: str, **kwargs: Any) -> nn.Module:
-  """Returns the backbone module `arch` ('resnet50' or 'efficientnetb0')."""
+  """Returns the backbone module `arch` ('resnet50' or 'efficientnetb0').
+
+  `kwargs` set its attributes: dtype, axis_name, batchnorm_momentum, conv_impl.
+  """
   if arch not in BACKBONES:
     raise ValueError(
         f'Unknown backbone {arch!r}; choose from {sorted(BACKBONES)}.')
@@ -37,6 +40,8 @@ def create_classifier(model_config: Any, axis_name: str | None = None
       dtype=jnp.dtype(model_config.dtype),
       freeze_backbone_batchnorm=model_config.freeze_backbone_batchnorm,
       batchnorm_momentum=model_config.batchnorm_momentum,
+      # Configs saved with older checkpoints have no conv_impl.
+      conv_impl=model_config.get('conv_impl', 'auto'),
       axis_name=axis_name)
 
 
@@ -57,6 +62,8 @@ class HybridClassifier(nn.Module):
     batchnorm_momentum: decay of the backbones' running BatchNorm statistics.
     axis_name: device axis over which training BatchNorm statistics are
       averaged, so that a step on many devices equals one on a single device.
+    conv_impl: how the backbones' convolutions and pooling run: 'xla', 'cpu'
+      or 'auto' (see models/conv.py); the parameters are the same.
   """
 
   backbones: Sequence[str] = ('resnet50', 'efficientnetb0')
@@ -67,6 +74,7 @@ class HybridClassifier(nn.Module):
   freeze_backbone_batchnorm: bool = False
   batchnorm_momentum: float = 0.99
   axis_name: str | None = None
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -75,7 +83,8 @@ class HybridClassifier(nn.Module):
     backbone_train = train and not self.freeze_backbone_batchnorm
     feature_maps = [
         create_backbone(name, dtype=self.dtype, axis_name=self.axis_name,
-                        batchnorm_momentum=self.batchnorm_momentum, name=name)(
+                        batchnorm_momentum=self.batchnorm_momentum,
+                        conv_impl=self.conv_impl, name=name)(
             images, train=backbone_train) for name in self.backbones]
     shapes = {feature_map.shape[1:3] for feature_map in feature_maps}
     if len(shapes) != 1:

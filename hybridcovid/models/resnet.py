@@ -28,10 +28,12 @@ class Bottleneck(nn.Module):
   dtype: Any = jnp.float32
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = functools.partial(Conv, dtype=self.dtype, padding='VALID')
+    conv = functools.partial(Conv, dtype=self.dtype, padding='VALID',
+                             conv_impl=self.conv_impl)
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, momentum=self.batchnorm_momentum,
         epsilon=BATCHNORM_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
@@ -54,12 +56,14 @@ class ResNet50(nn.Module):
   Applies the Keras "caffe" input normalisation its ImageNet weights expect.
   `axis_name` names the device axis over which BatchNorm statistics are
   averaged in training (None: this device's batch only);
-  `batchnorm_momentum` is the running statistics' decay (Keras': 0.99).
+  `batchnorm_momentum` is the running statistics' decay (Keras': 0.99);
+  `conv_impl` how convolutions and the max pool run (see models/conv.py).
   """
 
   dtype: Any = jnp.float32
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -67,19 +71,19 @@ class ResNet50(nn.Module):
     x = preprocessing.caffe(images).astype(self.dtype)
     x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
     x = Conv(64, (7, 7), strides=2, padding='VALID', dtype=self.dtype,
-                name='conv1_conv')(x)
+             conv_impl=self.conv_impl, name='conv1_conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=self.batchnorm_momentum,
                      epsilon=BATCHNORM_EPSILON, dtype=self.dtype,
                      axis_name=self.axis_name, name='conv1_bn')(x)
     x = nn.relu(x)
     # Keras pads with zeros, then pools without padding; Flax 'SAME' differs.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    x = max_pool(x, 3, 2)
+    x = max_pool(x, 3, 2, self.conv_impl)
     for stage, (filters, blocks, stride) in enumerate(STAGES, start=2):
       for block in range(1, blocks + 1):
         x = Bottleneck(filters, strides=stride if block == 1 else 1,
                        projection=block == 1, dtype=self.dtype,
                        axis_name=self.axis_name,
                        batchnorm_momentum=self.batchnorm_momentum,
-                       name=f'conv{stage}_block{block}')(x, train)
+                       conv_impl=self.conv_impl, name=f'conv{stage}_block{block}')(x, train)
     return x
