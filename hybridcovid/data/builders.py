@@ -1,14 +1,15 @@
 """TFDS builders for the paper's data sets and for any folder of images.
 
-Each builder scans its manually downloaded folder (see `sources`), decodes
-every image once (PNG, JPEG or DICOM, see `decode`) and stores it as a
-3-channel uint8 PNG with its label, modality, source, patient id, path,
-sha256, a 16x16 thumbnail for near-duplicate search and original size. A file that cannot be decoded is
-stored too, with an empty image and the reason in `error`, so the decision to
-stop or to skip it (`--config.data.skip_bad`) needs no second pass.
+Each builder scans its manually downloaded folder (see `sources`) and
+prepares every image once in worker processes (see `prepare`): decoded (PNG,
+JPEG or DICOM, see `decode`), its longer side shrunk to at most
+`max_stored_side` and stored as a lossless PNG with its label, modality,
+source, patient id, path, sha256, a 16x16 thumbnail for near-duplicate search
+and the original size. A file that cannot be decoded is stored too, with an
+empty image and the reason in `error`, so the decision to stop or to skip it
+(`--config.data.skip_bad`) needs no second pass.
 """
 
-import concurrent.futures
 import hashlib
 import os
 from typing import Callable
@@ -16,10 +17,10 @@ from typing import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hybridcovid import hashing
-from hybridcovid.data import audit, decode, sources
+from hybridcovid.data import audit, prepare, sources
 
 _FEATURES = {
+    # PNG bytes from `prepare`, stored as they are (grey ones decode to 3 channels).
     'image': tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
     'label': tfds.features.ClassLabel(names=sources.CLASS_NAMES),
     'modality': tfds.features.Text(),
@@ -30,7 +31,7 @@ _FEATURES = {
     'path': tfds.features.Text(),
     'sha256': tfds.features.Text(),
     'thumbnail': tfds.features.Tensor(shape=(audit.THUMBNAIL_SIZE ** 2,), dtype=np.uint8),
-    'height': np.int32,
+    'height': np.int32,  # Of the file, not of the stored image.
     'width': np.int32,
     'format': tfds.features.Text(),
     'bits': np.int32,
@@ -39,10 +40,11 @@ _FEATURES = {
 ALL_SPLIT = 'images'
 
 
-def _fingerprint(root: str, ct_window: tuple[float, float],
+def _fingerprint(root: str, ct_window: tuple[float, float], max_stored_side: int,
                  records: list[sources.Record]) -> str:
-  """Changes whenever a file, a label or a patient id changes, or the CT window does."""
-  digest = hashlib.sha1(f'{root}|{ct_window[0]}|{ct_window[1]}'.encode())
+  """Changes whenever a file, a label or a patient id changes, or the CT window or
+  the stored size does."""
+  digest = hashlib.sha1(f'{root}|{ct_window[0]}|{ct_window[1]}|{max_stored_side}'.encode())
   for record in records:
     try:
       stat = os.stat(record.path)
@@ -58,38 +60,21 @@ class ScanConfig(tfds.core.BuilderConfig):
   """The scanned records of a folder, named by their fingerprint.
 
   Prepared data are reused only while the folder's files, labels and patient
-  ids and the CT window stay the same; any change prepares the data anew.
+  ids, the CT window and the stored size stay the same; any change prepares
+  the data anew. The number of processes preparing them changes nothing stored.
   """
 
-  def __init__(self, *, root: str, ct_window: tuple[float, float],
-               records: list[sources.Record], **kwargs):
+  def __init__(self, *, root: str, ct_window: tuple[float, float], max_stored_side: int,
+               processes: int, records: list[sources.Record], **kwargs):
     root = os.path.abspath(root)
-    super().__init__(
-        name=f'{os.path.basename(root) or "root"}-{_fingerprint(root, ct_window, records)}',
-        description=f'Images under {root}.', **kwargs)
+    fingerprint = _fingerprint(root, ct_window, max_stored_side, records)
+    stored = f'at most {max_stored_side} pixels long' if max_stored_side else 'whole'
+    super().__init__(name=f'{os.path.basename(root) or "root"}-{fingerprint}',
+                     description=f'Images under {root}, stored {stored}.', **kwargs)
     self.ct_window = tuple(ct_window)
+    self.max_stored_side = max_stored_side
+    self.processes = processes
     self.records = records
-
-
-def encode_example(record: sources.Record, ct_window: tuple[float, float]) -> dict:
-  """Decodes one file into a builder example; a bad file gives an empty image and the reason."""
-  try:
-    digest = hashing.file_sha256(record.path)
-    image, info = decode.read_image(record.path, record.modality, ct_window)
-    facts = {'height': info.height, 'width': info.width, 'format': info.format,
-             'bits': info.bits, 'error': ''}
-  except (OSError, decode.BadImageError) as error:
-    digest, image = '', np.zeros((1, 1, 3), np.uint8)
-    facts = {'height': 0, 'width': 0, 'format': '', 'bits': 0,
-             'error': str(error) if isinstance(error, decode.BadImageError)
-             else f'{record.path}: cannot be read ({error}).'}
-  return {
-      'image': image, 'label': record.label, 'modality': record.modality,
-      'source': record.source, 'patient_id': record.patient_id,
-      'patient_known': record.patient_known, 'relpath': record.relpath,
-      'path': record.path, 'sha256': digest,
-      'thumbnail': audit.thumbnail(image), **facts,
-  }
 
 
 class _ScannedImages(tfds.core.GeneratorBasedBuilder):
@@ -110,15 +95,11 @@ class _ScannedImages(tfds.core.GeneratorBasedBuilder):
     return {ALL_SPLIT: self._generate_examples()}
 
   def _generate_examples(self):
-    records, window = self.builder_config.records, self.builder_config.ct_window
-    workers = os.cpu_count() or 1
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-      # In chunks, so that decoded images never pile up beyond a few per worker.
-      for start in range(0, len(records), 4 * workers):
-        chunk = records[start:start + 4 * workers]
-        for record, example in zip(chunk, pool.map(
-            lambda record: encode_example(record, window), chunk)):
-          yield record.key, example
+    config = self.builder_config
+    examples = prepare.prepare_examples(config.records, config.ct_window,
+                                        config.max_stored_side, config.processes)
+    for record, example in zip(config.records, examples):
+      yield record.key, example
 
 
 class Covid19Radiography(_ScannedImages):
@@ -169,9 +150,13 @@ LAYOUTS = {
 }
 
 
-def prepared_builder(layout: str, root: str, data_dir: str,
-                     ct_window: tuple[float, float]) -> tfds.core.DatasetBuilder:
-  """The builder of `layout` for `root`, prepared (scanned and decoded) once."""
+def prepared_builder(layout: str, root: str, data_dir: str, ct_window: tuple[float, float],
+                     *, max_stored_side: int, processes: int) -> tfds.core.DatasetBuilder:
+  """The builder of `layout` for `root`, prepared (scanned and decoded) once.
+
+  Stored images have their longer side at most `max_stored_side` pixels (0
+  keeps them whole); `processes` prepare them (0: one per usable core).
+  """
   if layout not in LAYOUTS:
     raise sources.DataSourceError(
         f'Unknown data layout {layout!r}; choose from {sorted(LAYOUTS)}.')
@@ -180,7 +165,8 @@ def prepared_builder(layout: str, root: str, data_dir: str,
     raise sources.DataSourceError(f'{root}: no such folder. {instructions}')
   records = LAYOUTS[layout].scan(root)
   builder = LAYOUTS[layout](
-      config=ScanConfig(root=root, ct_window=ct_window, records=records),
+      config=ScanConfig(root=root, ct_window=ct_window, max_stored_side=max_stored_side,
+                        processes=processes, records=records),
       data_dir=os.path.expanduser(data_dir))
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(root)))

@@ -92,8 +92,11 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
   """
   ct_window = (data_config.ct_window_level, data_config.ct_window_width)
   folders = source_folders(data_config, workdir)
-  prepared = [builders.prepared_builder(layout, folder, data_config.tfds_dir, ct_window)
-              for layout, folder in folders]
+  # Configs of runs that predate these fields: whole images, every core.
+  prepared = [builders.prepared_builder(
+      layout, folder, data_config.tfds_dir, ct_window,
+      max_stored_side=data_config.get('max_stored_side', 0),
+      processes=data_config.get('prepare_processes', 0)) for layout, folder in folders]
   facts = [fact for builder in prepared for fact in builders.read_facts(builder)
            if fact.record.modality in data_config.modalities]
   bad = [fact for fact in facts if fact.error]

@@ -1,9 +1,10 @@
 """Resizing a decoded image to the model's input, as the training pipeline does, without TensorFlow.
 
+`bounded` shrinks a decoded image to the size preparation stores it at.
 `resize` gives the same pixels as `pipeline.resize` (TensorFlow's antialiased
 bilinear resize, with or without aspect-preserving padding) up to rounding,
 so that prediction on a machine without TensorFlow sees what training saw;
-`read_resized` reads image files into such model inputs.
+`read_resized` reads image files into such model inputs, bounded then resized.
 """
 
 from typing import Sequence
@@ -12,11 +13,27 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
 import tqdm
 
 from hybridcovid.data import decode
 
 RESIZE_METHODS = ('pad', 'squash')
+
+
+def bounded(image: np.ndarray, max_side: int) -> np.ndarray:
+  """An (H, W, 3) uint8 image shrunk so that its longer side is `max_side`.
+
+  The other side is rounded to the nearest pixel; each output pixel averages
+  the input pixels it covers (Pillow's box filter). An image no longer than
+  `max_side`, or any image for 0, is returned as it is.
+  """
+  height, width = image.shape[:2]
+  longer = max(height, width)
+  if not max_side or longer <= max_side:
+    return image
+  size = (max(1, round(width * max_side / longer)), max(1, round(height * max_side / longer)))
+  return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
 
 
 def _padded_layout(height: int, width: int, size: int) -> tuple[int, int, int, int]:
@@ -53,15 +70,20 @@ def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
 def read_resized(paths: Sequence[str], data_config: ml_collections.ConfigDict
                  ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
   """Model inputs as training resized them: (images, a row per readable file with its
-  path and modality, a problem per unreadable file with its path and the reason)."""
+  path and modality, a problem per unreadable file with its path and the reason).
+
+  Images are first bounded as preparation stored them; configs of runs that
+  predate `max_stored_side` stored them whole.
+  """
   images, rows, problems = [], [], []
   window = (data_config.ct_window_level, data_config.ct_window_width)
+  max_side = data_config.get('max_stored_side', 0)
   for path in tqdm.tqdm(paths, desc='reading', unit='file'):
     try:
       image, info = decode.read_image(path, ct_window=window)
     except decode.BadImageError as error:
       problems.append({'path': path, 'reason': str(error)})
       continue
-    images.append(resize(image, data_config.image_size, data_config.resize))
+    images.append(resize(bounded(image, max_side), data_config.image_size, data_config.resize))
     rows.append({'path': path, 'modality': info.modality or 'unknown'})
   return images, rows, problems
