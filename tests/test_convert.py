@@ -10,6 +10,7 @@ import pytest
 
 from hybridcovid import convert, hashing, models
 from hybridcovid.convert import layer_table
+from hybridcovid.models import preprocessing
 import keras_reference
 
 ARCHS = ('resnet50', 'efficientnetb0')
@@ -31,19 +32,52 @@ def _assert_same_variables(actual, expected):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('arch', ARCHS)
-@pytest.mark.parametrize('height, width', [(224, 224), (97, 131)])
-def test_converted_features_match_keras(arch, height, width, tmp_path):
+@pytest.fixture(scope='module', params=[(arch, size) for arch in ARCHS
+                                        for size in ((224, 224), (97, 131))],
+                ids=lambda param: f'{param[0]}-{param[1][0]}x{param[1][1]}')
+def golden(request, tmp_path_factory):
+  """(arch, converted variables, images, Keras features of them and of unrelated images)."""
+  arch, (height, width) = request.param
   model = keras_reference.build(arch, height, width, seed=2)
-  path = str(tmp_path / 'weights.h5')
+  path = str(tmp_path_factory.mktemp(arch) / 'weights.h5')
   keras_reference.save_legacy_h5(model, path)
-  images = keras_reference.random_images(2, height, width, seed=3)
-  variables = convert.from_keras_h5(arch, path)
-  features = jax.jit(models.create_backbone(arch).apply)(variables, images)
-  expected = keras_reference.features(model, arch, images)
+  images, unrelated = (keras_reference.random_images(2, height, width, seed=seed)
+                       for seed in (3, 4))
+  return (arch, convert.from_keras_h5(arch, path), images,
+          keras_reference.features(model, arch, images),
+          keras_reference.features(model, arch, unrelated))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('conv_impl', ['xla', 'cpu'])
+def test_converted_features_match_keras(golden, conv_impl):
+  arch, variables, images, expected, unrelated = golden
+  # A reference whose features ignore the input would match anything.
+  assert keras_reference.relative_error(unrelated, expected) > 0.1
+  features = jax.jit(models.create_backbone(arch, conv_impl=conv_impl).apply)(variables, images)
   assert features.shape == expected.shape
   assert keras_reference.relative_error(features, expected) <= 1e-4
+
+
+def test_reference_normalises_its_input_as_imagenet_weights_expect(keras_file):
+  arch, model, _ = keras_file
+  images = keras_reference.random_images(2, 64, 96, seed=4)
+  expected = {'resnet50': preprocessing.caffe,
+              'efficientnetb0': preprocessing.imagenet_mean_std}[arch](images)
+  np.testing.assert_allclose(keras_reference.normalised_inputs(model, arch, images), expected,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_reference_batchnorm_statistics_are_those_of_its_inputs(keras_file):
+  arch, model, _ = keras_file
+  images = keras_reference.calibration_images(64, 96, seed=1)
+  norms = keras_reference.batchnorm_inputs(model, keras_reference.model_inputs(arch, images))
+  assert len(norms) == {'resnet50': 53, 'efficientnetb0': 49}[arch]
+  for layer, activations in norms:
+    mean, variance = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    np.testing.assert_allclose((activations.mean(axis=(0, 1, 2)) - mean) / np.sqrt(variance), 0,
+                               atol=1e-3)
+    np.testing.assert_allclose(activations.var(axis=(0, 1, 2)) / variance, 1, rtol=1e-3)
 
 
 def test_layer_table_follows_keras_layer_order(keras_file):
