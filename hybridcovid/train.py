@@ -1,14 +1,13 @@
-"""Training state and the data-parallel train step.
+"""Training state and the per-device train and eval steps.
 
-The step is written per device in the style of `jax.pmap` (axis name
+The steps are written per device in the style of `jax.pmap` (axis name
 `batch`): each device computes gradients on its share of the global batch,
 gradients are summed across devices, and BatchNorm averages its statistics
-over the same axis. `compile_train_step` runs it with `jax.jit` over
-`jax.shard_map` on a one-dimensional mesh of devices (a mesh of one device
-included), or under `jax.pmap`; both give the same result.
+over the same axis. `parallel.DataParallel` compiles them over the devices,
+with `jax.shard_map` or `jax.pmap`.
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 from flax.training import train_state
@@ -21,6 +20,8 @@ import optax
 from hybridcovid import convert, models
 
 BATCH_AXIS = 'batch'
+# What `train_step` reads of a batch.
+BATCH_FIELDS = ('image', 'label', 'weight', 'mask')
 
 
 class TrainState(train_state.TrainState):
@@ -115,38 +116,6 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
-def compile_train_step(mesh: jax.sharding.Mesh, parallel: str = 'shard_map'
-                       ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
-  """`train_step` over every device of `mesh`: (state, global batch, rng) -> (state, metrics).
-
-  'shard_map' compiles it with `jax.jit` over `jax.shard_map`, donating the
-  old state; 'pmap' runs the same function under `jax.pmap`, replicating
-  the state in and out. The state goes in and comes out replicated.
-  """
-  replicated = jax.sharding.PartitionSpec()
-  split = jax.sharding.PartitionSpec(BATCH_AXIS)
-  if parallel == 'shard_map':
-    # check_vma=False gives pmap semantics: gradients of the replicated
-    # parameters stay per device until train_step sums them itself.
-    sharded = jax.shard_map(train_step, mesh=mesh, in_specs=(replicated, split, replicated),
-                            out_specs=(replicated, replicated), check_vma=False)
-    return jax.jit(sharded, donate_argnums=0)
-  if parallel == 'pmap':
-    devices = list(mesh.devices.flat)
-    stepped = jax.pmap(train_step, axis_name=BATCH_AXIS, in_axes=(0, 0, None),
-                       devices=devices)
-
-    def pmap_step(state, batch, rng):
-      state = jax.tree.map(
-          lambda x: jnp.broadcast_to(jnp.asarray(x), (len(devices), *jnp.shape(x))), state)
-      shards = jax.tree.map(lambda x: x.reshape(len(devices), -1, *x.shape[1:]), batch)
-      state, metrics = stepped(state, shards, rng)
-      return jax.tree.map(lambda x: x[0], (state, metrics))
-
-    return pmap_step
-  raise ValueError(f"Unknown parallel mode {parallel!r}; choose 'shard_map' or 'pmap'.")
-
-
 def eval_step(state: TrainState, batch: dict) -> jax.Array:
   """COVID probabilities of this device's share of the batch, in inference mode."""
   return eval_features_step(state, batch)['probability']
@@ -160,16 +129,6 @@ def eval_features_step(state: TrainState, batch: dict) -> dict[str, jax.Array]:
       train=False, mutable=['intermediates'])
   return {'probability': jax.nn.softmax(logits)[:, 1],
           'features': intermediates['intermediates'][models.POOLED_FEATURES][0]}
-
-
-def compile_eval_step(mesh: jax.sharding.Mesh, step: Callable[[TrainState, dict], Any]
-                      = eval_step) -> Callable[[TrainState, dict], Any]:
-  """`step` (`eval_step` or `eval_features_step`) over every device of `mesh`:
-  (state, global batch) -> its per-example outputs, split over the devices."""
-  split = jax.sharding.PartitionSpec(BATCH_AXIS)
-  return jax.jit(jax.shard_map(step, mesh=mesh,
-                               in_specs=(jax.sharding.PartitionSpec(), split),
-                               out_specs=split, check_vma=False))
 
 
 def host_variables(state: TrainState) -> dict:

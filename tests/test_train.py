@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from hybridcovid import parallel
 from hybridcovid import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ONE_STEP_EVERYWHERE = """
 import sys
 import jax, jax.numpy as jnp, numpy as np, optax
-from hybridcovid import models, train
+from hybridcovid import models, parallel, train
 sys.path.insert(0, 'tests')
 import stable_init
 assert jax.device_count() == 8
@@ -34,14 +35,19 @@ init = models.HybridClassifier(backbones=('resnet50',), hidden_units=16).init(
 init = {'params': stable_init.damp_residual_branches(init['params']),
         'batch_stats': init['batch_stats']}
 results = {}
-for name, devices, parallel in [('one', jax.devices()[:1], 'shard_map'),
-                                ('eight', jax.devices(), 'shard_map'),
-                                ('pmap', jax.devices(), 'pmap')]:
-  fresh = jax.tree.map(jnp.array, init)  # The step donates its input state.
-  state = train.create_train_state(model, optax.sgd(0.05), fresh)
-  step = train.compile_train_step(train.create_mesh(devices), parallel)
-  state, metrics = step(state, batch, jax.random.key(1))
-  results[name] = jax.device_get((state.params, state.batch_stats, metrics))
+for name, devices, mode in [('one', jax.devices()[:1], 'shard_map'),
+                            ('eight', jax.devices(), 'shard_map'),
+                            ('pmap', jax.devices(), 'pmap')]:
+  data_parallel = parallel.DataParallel(mode, devices)
+  state = data_parallel.device_state(train.replicate(
+      train.create_train_state(model, optax.sgd(0.05), init), data_parallel.mesh))
+  step = data_parallel.compile_train_step()
+  for _ in range(3):
+    state, metrics = step(state, data_parallel.device_batch(batch), jax.random.key(1))
+  state = data_parallel.logical_state(state)
+  results[name] = (train.host_variables(state)['params'],
+                   train.host_variables(state)['batch_stats'],
+                   data_parallel.host_scalars(metrics))
 def relative_error(a, b):
   # Over the whole tree: conv biases before BatchNorm have a true gradient of
   # zero, so leaf by leaf they would compare rounding noise with itself.
@@ -57,7 +63,7 @@ print('loss', results['one'][2]['loss'], results['eight'][2]['loss'])
 
 
 @pytest.mark.slow
-def test_eight_devices_pmap_and_one_device_take_the_same_step():
+def test_eight_devices_pmap_and_one_device_take_the_same_three_steps():
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
          'JAX_PLATFORMS': 'cpu'}
   result = subprocess.run([sys.executable, '-c', _ONE_STEP_EVERYWHERE], cwd=ROOT, env=env,
@@ -82,7 +88,7 @@ sys.path.insert(0, 'tests')
 import main as entry
 import stable_init
 from configs import default
-from hybridcovid import models, train
+from hybridcovid import models, parallel, train
 process_id, num_processes, address, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 config = default.get_config()
 config.compilation_cache_dir = ''
@@ -103,19 +109,17 @@ init = models.HybridClassifier(backbones=('resnet50',), hidden_units=16).init(
     jax.random.key(0), images[0, :1])
 init = {'params': stable_init.damp_residual_branches(init['params']),
         'batch_stats': init['batch_stats']}
-mesh = train.create_mesh()
+data_parallel = parallel.DataParallel()
 # SGD: Adam would scale the rounding noise of zero-gradient biases up to the step size.
-state = train.replicate(train.create_train_state(model, optax.sgd(0.05), init), mesh)
-step = train.compile_train_step(mesh)
-sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
+state = train.replicate(train.create_train_state(model, optax.sgd(0.05), init),
+                        data_parallel.mesh)
+step = data_parallel.compile_train_step()
 rows = slice(process_id * 16 // num_processes, (process_id + 1) * 16 // num_processes)
 after = {}
 for index in range(3):
   local = {'image': images[index, rows], 'label': labels[index, rows],
            'weight': np.ones(16, np.float32)[rows], 'mask': np.ones(16, bool)[rows]}
-  batch = {name: jax.make_array_from_process_local_data(sharding, value)
-           for name, value in local.items()}
-  state, metrics = step(state, batch, jax.random.key(1))
+  state, metrics = step(state, data_parallel.device_batch(local), jax.random.key(1))
   for number, leaf in enumerate(jax.tree.leaves((state.params, state.batch_stats))):
     after[f'step{index + 1}_{number}'] = np.asarray(leaf.addressable_data(0))
 np.savez(out, **after)
@@ -172,21 +176,22 @@ class _Tiny(nn.Module):
 
 
 def test_a_replicated_state_compiles_the_train_step_once():
-  mesh = train_lib.create_mesh()
+  data_parallel = parallel.DataParallel()
   images = np.arange(4 * 8 * 8 * 3, dtype=np.uint8).reshape(4, 8, 8, 3)
   model, optimizer = _Tiny(), optax.adam(1e-2)
   variables = model.init(jax.random.key(0), images)
-  state = train_lib.replicate(train_lib.create_train_state(model, optimizer, variables), mesh)
-  abstract = train_lib.abstract_train_state(model, optimizer, 8, mesh)
+  state = train_lib.replicate(train_lib.create_train_state(model, optimizer, variables),
+                              data_parallel.mesh)
+  abstract = train_lib.abstract_train_state(model, optimizer, 8, data_parallel.mesh)
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
   assert [(x.shape, x.dtype, x.sharding) for x in jax.tree.leaves(abstract)] == [
       (x.shape, x.dtype, x.sharding) for x in jax.tree.leaves(state)]
-  step = train_lib.compile_train_step(mesh)
+  step = data_parallel.compile_train_step()
   batch = {'image': images, 'label': np.array([0, 1, 1, 0], np.int32),
            'weight': np.ones(4, np.float32), 'mask': np.ones(4, bool)}
   losses = []
   for _ in range(3):
-    state, metrics = step(state, batch, jax.random.key(1))
-    losses.append(float(metrics['loss']))
+    state, metrics = step(state, data_parallel.device_batch(batch), jax.random.key(1))
+    losses.append(data_parallel.host_scalars(metrics)['loss'])
   assert step._cache_size() == 1
   assert losses[2] < losses[0]
