@@ -25,7 +25,7 @@ import tensorflow as tf
 import tqdm
 
 from hybridcovid import bootstrap, calibration, checkpoints, errors, explain, hashing, metrics
-from hybridcovid import models, optimizers, probe, report, train
+from hybridcovid import models, optimizers, parallel, probe, report, train
 from hybridcovid.data import pipeline, resize, sources
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',
@@ -109,27 +109,21 @@ def _run_record(config: ml_collections.ConfigDict, workdir: str, inputs_digest: 
   }
 
 
-def _global_batch(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
-  return {name: jax.make_array_from_process_local_data(sharding, value)
-          for name, value in batch.items()}
-
-
 def predict_split(state: train.TrainState, stream: pipeline.InputPipeline, split: str,
-                  eval_fn, sharding) -> tuple[np.ndarray, Any]:
+                  eval_fn, data_parallel: parallel.DataParallel) -> tuple[np.ndarray, Any]:
   """(example ids, `eval_fn`'s outputs) of every example of `split`, once each.
 
-  The outputs keep `eval_fn`'s structure: an array, or a dict of arrays.
+  `state` is in `data_parallel`'s layout. The outputs keep `eval_fn`'s
+  structure: an array, or a dict of arrays.
   """
   ids, outputs = [], []
-  for batch in stream.eval_batches(split):
-    device_batch = _global_batch({'image': batch['image']}, sharding)
+  for batch, device_batch in parallel.prefetch_to_devices(
+      stream.eval_batches(split), data_parallel, ('image',)):
     mask = np.asarray(multihost_utils.process_allgather(batch['mask'], tiled=True))
-    batch_ids = np.asarray(multihost_utils.process_allgather(
-        batch['example_id'], tiled=True))
+    batch_ids = np.asarray(multihost_utils.process_allgather(batch['example_id'], tiled=True))
     ids.append(batch_ids[mask])
-    outputs.append(jax.tree.map(
-        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))[mask],
-        eval_fn(state, device_batch)))
+    outputs.append(jax.tree.map(lambda x: x[mask], data_parallel.host_outputs(
+        eval_fn(state, device_batch))))
   return np.concatenate(ids), jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
 
@@ -318,8 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           'or change --config.data.split_fractions.')
   if config.eval.leave_one_source_out:
     train_leave_one_source_out(config, workdir, data)
-  mesh = train.create_mesh()
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
+  data_parallel = parallel.DataParallel(config.parallel)
   stream = pipeline.InputPipeline(
       data, config.data, config.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), config.seed)
@@ -330,7 +323,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   learning_rate = optimizers.learning_rate_schedule(config.train, stream.steps_per_epoch)
   run = checkpoints.RunCheckpoints(workdir)
   record = _run_record(config, workdir, _write_inputs(workdir, data))
-  state, previous = _create_state(config, model, optimizer, mesh, run)
+  state, previous = _create_state(config, model, optimizer, data_parallel.mesh, run)
+  state = data_parallel.device_state(state)
   history = []
   if previous is not None:
     history = previous['history']
@@ -339,35 +333,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       'resuming with the new one.')
     logging.info('Resuming after epoch %d from %s.', previous['epoch'] + 1, workdir)
 
-  train_fn = train.compile_train_step(mesh, config.parallel)
-  eval_fn = train.compile_eval_step(mesh)
+  train_fn = data_parallel.compile_train_step()
+  # The features too, as the final evaluation needs them: one program for both.
+  eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
   rng = jax.random.key(config.seed + 1)
   summaries = _Summaries(workdir)
   for epoch in range(len(history), config.train.epochs):
     state = state.replace(apply_fn=(
         head_only_model if epoch < config.train.head_only_epochs else model).apply)
-    # Counted in images, so that the rate reads in images/s.
-    progress = tqdm.tqdm(stream.train_epoch(epoch), total=stream.steps_per_epoch,
-                         desc=f'epoch {epoch + 1}/{config.train.epochs}', unit='img',
-                         unit_scale=config.train.batch_size, disable=not _is_writer())
+    first_step = int(data_parallel.host_scalars({'step': state.step})['step'])
     losses, accuracies = [], []
-    for batch in progress:
-      state, step_metrics = train_fn(state, _global_batch(batch, sharding), rng)
-      loss = float(step_metrics['loss'])
-      if not np.isfinite(loss):
+    # Counted in images, so that the rate reads in images/s.
+    progress = tqdm.tqdm(
+        parallel.prefetch_to_devices(stream.train_epoch(epoch), data_parallel,
+                                     train.BATCH_FIELDS),
+        total=stream.steps_per_epoch, desc=f'epoch {epoch + 1}/{config.train.epochs}',
+        unit='img', unit_scale=config.train.batch_size, disable=not _is_writer())
+
+    def record_step(step: int, step_metrics: dict) -> None:
+      values = data_parallel.host_scalars(step_metrics)
+      if not np.isfinite(values['loss']):
         run.wait()
         raise DivergedError(
-            f'The loss became {loss} in epoch {epoch + 1}; the last good checkpoint '
-            f'is kept in {workdir}. Lower --config.train.learning_rate or set '
+            f'The loss became {values["loss"]} in epoch {epoch + 1}; the last good '
+            f'checkpoint is kept in {workdir}. Lower --config.train.learning_rate or set '
             '--config.train.gradient_clip_norm.')
-      losses.append(loss)
-      accuracies.append(float(step_metrics['accuracy']))
-      step = int(state.step)
-      progress.set_postfix(loss=f'{loss:.4f}')
-      summaries.scalars(step, {'train/loss': loss, 'train/accuracy': accuracies[-1],
+      losses.append(values['loss'])
+      accuracies.append(values['accuracy'])
+      progress.set_postfix(loss=f'{values["loss"]:.4f}')
+      summaries.scalars(step, {'train/loss': values['loss'],
+                               'train/accuracy': values['accuracy'],
                                'train/learning_rate': float(learning_rate(step - 1))})
-    validation_predictions = prediction_rows(
-        data, *predict_split(state, stream, 'validation', eval_fn, sharding))
+
+    pending = None
+    for index, (_, batch) in enumerate(progress):
+      state, step_metrics = train_fn(state, batch, rng)
+      # The previous step's metrics are read while this one is queued behind
+      # it: the devices never wait for the host between steps.
+      if pending is not None:
+        record_step(*pending)
+      pending = (first_step + index + 1, step_metrics)
+    record_step(*pending)
+    last_step = pending[0]
+    validation_ids, validation_outputs = predict_split(state, stream, 'validation', eval_fn,
+                                                       data_parallel)
+    validation_predictions = prediction_rows(data, validation_ids,
+                                             validation_outputs['probability'])
     validation = group_metrics(validation_predictions)
     # Fitted on validation only, kept with the checkpoint, applied unchanged to test.
     operating_point = calibration.operating_point(
@@ -377,19 +388,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Epoch %d: training loss %.4f, validation %s %.4f, AUC %.4f.', epoch + 1,
                  np.mean(losses), config.train.selection_metric, selection,
                  validation['overall']['auc'])
-    summaries.scalars(int(state.step), {
+    summaries.scalars(last_step, {
         f'validation/{name}': validation['overall'][name] for name in metrics.METRIC_NAMES})
     history.append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
                     'train_accuracy': float(np.mean(accuracies)),
-                    'learning_rate': float(learning_rate(int(state.step) - 1)),
+                    'learning_rate': float(learning_rate(last_step - 1)),
                     'validation': validation['overall']})
-    run.save(epoch, state, {**record, 'validation': validation['overall'],
-                            'operating_point': operating_point, 'history': history},
+    run.save(epoch, data_parallel.logical_state(state),
+             {**record, 'validation': validation['overall'],
+              'operating_point': operating_point, 'history': history},
              None if np.isnan(selection) else float(selection))
   summaries.close()
   run.wait()
-  return _evaluate_and_report(config, workdir, run, state, stream, sharding,
-                              report.REPORT_DIR, data, history, TRAINED_PROVENANCE)
+  return _evaluate_and_report(config, workdir, run, data_parallel.logical_state(state),
+                              stream, data_parallel, report.REPORT_DIR, data, history,
+                              TRAINED_PROVENANCE)
 
 
 def _folder_name(source: str) -> str:
@@ -482,15 +495,16 @@ def leave_one_source_out_results(workdir: str) -> dict:
   return results
 
 
-def _evaluate_and_report(config, workdir, run, template, stream, sharding,
+def _evaluate_and_report(config, workdir, run, template, stream, data_parallel,
                          report_dir, data, history, provenance,
                          title='hybridcovid report') -> dict:
   """Evaluates the best checkpoint on the test split; process 0 writes the report."""
   best, best_record = run.restore_best(template)
   # One pass per split gives the probabilities and the shortcut probe's features,
   # of the images the weights never trained on.
-  eval_fn = train.compile_eval_step(sharding.mesh, train.eval_features_step)
-  outputs = {split: predict_split(best, stream, split, eval_fn, sharding)
+  eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
+  device_best = data_parallel.device_state(best)
+  outputs = {split: predict_split(device_best, stream, split, eval_fn, data_parallel)
              for split in ('validation', 'test') if len(data.split_ids(split))}
   test_ids, test_outputs = outputs['test']
   predictions = prediction_rows(data, test_ids, test_outputs['probability'])
@@ -582,18 +596,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data_config = trained.data  # The run's own split, duplicates and all.
     data = load_data(data_config, workdir, trained.seed)
     report_dir, title, provenance = report.REPORT_DIR, 'hybridcovid report', EVALUATED_PROVENANCE
-  mesh = train.create_mesh()
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
+  data_parallel = parallel.DataParallel(config.parallel)
   stream = pipeline.InputPipeline(
       data, data_config, trained.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), trained.seed)
   model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
   template = train.abstract_train_state(
-      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size, mesh)
+      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size,
+      data_parallel.mesh)
   described = ml_collections.ConfigDict(trained.to_dict())
   described.data = data_config  # The report describes the data it evaluated.
   described.eval = config.eval  # How to evaluate is this command's choice.
-  return _evaluate_and_report(described, workdir, run, template, stream, sharding,
+  return _evaluate_and_report(described, workdir, run, template, stream, data_parallel,
                               report_dir, data,
                               run.latest_record()['history'], provenance, title)
 

@@ -15,12 +15,12 @@ import os
 from typing import Sequence
 
 from absl import logging
-import jax
 import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import calibration, checkpoints, errors, explain, models, optimizers, train
+from hybridcovid import calibration, checkpoints, errors, explain, models, optimizers, parallel
+from hybridcovid import train
 from hybridcovid.data import resize
 
 PREDICT_DIR = 'predict'
@@ -78,23 +78,24 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
   images, rows, unreadable = resize.read_resized(files, trained.data)
   problems += unreadable
 
-  mesh = train.create_mesh()
+  data_parallel = parallel.DataParallel()
   model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
   template = train.abstract_train_state(
-      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size, mesh)
+      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size,
+      data_parallel.mesh)
   state, _ = run.restore_best(template)
   run.close()
-  eval_fn = train.compile_eval_step(mesh)
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
-  batch_size = -(-trained.train.batch_size // mesh.size) * mesh.size
+  eval_fn = data_parallel.compile_eval_step()
+  devices = data_parallel.device_count
+  batch_size = -(-trained.train.batch_size // devices) * devices
   probabilities = []
   for start in tqdm.tqdm(range(0, len(images), batch_size), desc='scoring', unit='batch'):
     batch = np.stack(images[start:start + batch_size])
     # A full batch every time: one compiled program.
     padded = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]),
                                              np.uint8)])
-    scores = eval_fn(state, {'image': jax.device_put(padded, sharding)})
-    probabilities += np.asarray(scores)[:len(batch)].tolist()
+    scores = eval_fn(state, data_parallel.device_batch({'image': padded}))
+    probabilities += data_parallel.host_outputs(scores)[:len(batch)].tolist()
 
   operating_point = record.get('operating_point')
   if not operating_point:
