@@ -79,10 +79,10 @@ def test_stored_images_are_bounded_and_a_new_bound_prepares_anew(tmp_path):
   stored = _stored_image(builder, 'cxr/COVID/wide.png')
   assert stored.shape == (307, 512, 3)
   np.testing.assert_array_equal(stored, resize.bounded(wide, 512))
-  # The facts describe the file, not the stored image.
+  # The facts describe the file; the thumbnail, the stored image.
   facts = {fact.record.relpath: fact for fact in builders.read_facts(builder)}
   assert (facts['cxr/COVID/wide.png'].height, facts['cxr/COVID/wide.png'].width) == (600, 1000)
-  np.testing.assert_array_equal(facts['cxr/COVID/wide.png'].thumbnail, audit.thumbnail(wide))
+  np.testing.assert_array_equal(facts['cxr/COVID/wide.png'].thumbnail, audit.thumbnail(stored))
   assert _stored_image(builder, 'cxr/Normal/small.png').shape == (40, 52, 3)
 
   whole = _prepared('folder', root, tmp_path / 'tfds', max_stored_side=0)

@@ -5,9 +5,9 @@ prepares every image once in worker processes (see `prepare`): decoded (PNG,
 JPEG or DICOM, see `decode`), its longer side shrunk to at most
 `max_stored_side` and stored as a lossless PNG with its label, modality,
 source, patient id, path, sha256, a 16x16 thumbnail for near-duplicate search
-and the original size. A file that cannot be decoded is stored too, with an
-empty image and the reason in `error`, so the decision to stop or to skip it
-(`--config.data.skip_bad`) needs no second pass.
+and the file's original size. A file that cannot be decoded is stored too,
+with an empty image and the reason in `error`, so the decision to stop or to
+skip it (`--config.data.skip_bad`) needs no second pass.
 """
 
 import hashlib

@@ -1,10 +1,10 @@
 """Turning image files into the examples a builder stores, on every core.
 
 `prepare_example` decodes one file (`decode`), shrinks it to the stored size
-(`resize.bounded`) and encodes it as a lossless PNG, with the file's facts: its
-sha256, original size, format and bits, and a thumbnail of the whole decoded
-image for near-duplicate search. A file that cannot be used gives an empty
-image and the reason in `error`. `prepare_examples` does so for many files in
+(`resize.bounded`) and encodes it as a lossless PNG, with the file's facts
+(sha256, original size, format and bits) and a thumbnail of the stored image
+for near-duplicate search. A file that cannot be used gives an empty image and
+the reason in `error`. `prepare_examples` does so for many files in
 worker processes and returns the examples in the files' order.
 
 This module must not import TensorFlow: every worker process imports it.
@@ -56,12 +56,12 @@ def prepare_example(record: sources.Record, ct_window: tuple[float, float],
     facts = {'height': 0, 'width': 0, 'format': '', 'bits': 0,
              'error': str(error) if isinstance(error, decode.BadImageError)
              else f'{record.path}: cannot be read ({error}).'}
+  stored = resize.bounded(image, max_side)
   return {
-      'image': png_bytes(resize.bounded(image, max_side)), 'label': record.label,
-      'modality': record.modality, 'source': record.source,
-      'patient_id': record.patient_id, 'patient_known': record.patient_known,
-      'relpath': record.relpath, 'path': record.path, 'sha256': digest,
-      'thumbnail': audit.thumbnail(image), **facts,
+      'image': png_bytes(stored), 'label': record.label, 'modality': record.modality,
+      'source': record.source, 'patient_id': record.patient_id,
+      'patient_known': record.patient_known, 'relpath': record.relpath,
+      'path': record.path, 'sha256': digest, 'thumbnail': audit.thumbnail(stored), **facts,
   }
 
 
@@ -95,6 +95,8 @@ def prepare_examples(records: Sequence[sources.Record], ct_window: tuple[float, 
         yield pending.popleft().result()
     except concurrent.futures.BrokenExecutor as error:
       raise PreparationError(
-          f'A process preparing images died ({error}), most likely out of memory: '
-          f'each of the {processes} holds a whole decoded image. Set '
-          '--config.data.prepare_processes to fewer processes.') from error
+          f'A process preparing images died ({error}). Most likely it ran out of memory: '
+          f'each of the {processes} holds a whole decoded image; set '
+          '--config.data.prepare_processes to fewer. If they die at once, the main '
+          "script lacks an `if __name__ == '__main__':` guard: each worker imports "
+          'it.') from error

@@ -179,6 +179,7 @@ def compare(name: str, root: str, workdir: str, max_stored_side: int) -> dict:
 def measure(workdir: str, realmini_dir: str, radiographs: int, side: int, ct_slices: int,
             max_stored_side: int) -> dict:
   """Both settings on realmini (if present) and on the generated full-size folder."""
+  load_average = os.getloadavg()[0]  # Other work on this machine shares its cores.
   # Untimed: TensorFlow starts when the first data set is prepared.
   warm_up = write_full_size_folder(os.path.join(workdir, 'warm-up'), 2, 64, 2)
   shutil.rmtree(os.path.join(workdir, 'tfds-warm-up'), ignore_errors=True)
@@ -194,6 +195,7 @@ def measure(workdir: str, realmini_dir: str, radiographs: int, side: int, ct_sli
                                                       ct_slices)))
   return {
       'machine': {'cpu_model': cpu_model(), 'cpu_cores': len(os.sched_getaffinity(0)),
+                  'load_average_at_start': round(load_average, 2),
                   'python': platform.python_version(),
                   'time': datetime.datetime.now(datetime.timezone.utc).strftime(
                       '%Y-%m-%d %H:%M:%S UTC')},
@@ -219,7 +221,8 @@ def markdown(result: dict) -> str:
   machine = result['machine']
   lines = [
       '# Benchmark: data preparation', '',
-      f'{machine["cpu_model"]}, {machine["cpu_cores"]} CPU cores, Python '
+      f'{machine["cpu_model"]}, {machine["cpu_cores"]} CPU cores (load average '
+      f'{machine["load_average_at_start"]} from other work when the run started), Python '
       f'{machine["python"]}, {machine["time"]}.', '',
       f'- before: {result["settings"]["before"]}.',
       f'- after: {result["settings"]["after"]}.',
