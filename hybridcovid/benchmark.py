@@ -1,20 +1,27 @@
 """`--mode=benchmark`: train-step and inference throughput of the configured model.
 
 Every case (mode, batch size, dtype) runs in a fresh process, so that its
-compile time and peak memory are its own. Inputs are synthetic and placed on
-the devices before timing; nothing here imports TensorFlow. With
+compile time and peak memory are its own. 'train' and 'inference' time the
+steps alone, on synthetic inputs placed on the devices before timing, and
+import no TensorFlow; 'train_pipeline' trains from the real input pipeline
+(the built-in synthetic data set, decoded, balanced and augmented by
+tf.data, prefetched to the devices) as the main job does, so that its rate
+beside 'train' shows whether the devices wait for the host. With
 `benchmark.peers`, the same cases run in the peers of `benchmarks/peers/`
 (Keras on TensorFlow, PyTorch), each in a process of its own, and the report
 gives our throughput as a ratio to each peer's, measured in the same run.
 """
 
+import itertools
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from absl import logging
 import jax
@@ -22,9 +29,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hybridcovid import errors, models, optimizers, timing, train
+from hybridcovid import errors, models, optimizers, parallel, timing, train
 
-MODES = ('train', 'inference')
+MODES = ('train', 'inference', 'train_pipeline')
+PEER_MODES = ('train', 'inference')  # The peers time their steps alone.
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_DIR = os.path.join(REPO_DIR, 'benchmarks', 'peers')
 PEERS = {'keras': 'keras_peer.py', 'pytorch': 'torch_peer.py'}
@@ -43,15 +51,28 @@ def model_name(backbones: Any) -> str:
   return '+'.join(backbones)
 
 
-def synthetic_batch(batch_size: int, image_size: int, mesh: jax.sharding.Mesh) -> dict:
-  """A training batch of random images and labels, split over `mesh`'s devices."""
+def synthetic_batch(batch_size: int, image_size: int) -> dict[str, np.ndarray]:
+  """A training batch of random images and labels."""
   rng = np.random.default_rng(0)
-  batch = {'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
-           'label': rng.integers(0, 2, batch_size).astype(np.int32),
-           'weight': np.ones(batch_size, np.float32),
-           'mask': np.ones(batch_size, bool)}
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.BATCH_AXIS))
-  return jax.device_put(batch, sharding)
+  return {'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
+          'label': rng.integers(0, 2, batch_size).astype(np.int32),
+          'weight': np.ones(batch_size, np.float32),
+          'mask': np.ones(batch_size, bool)}
+
+
+def pipeline_batches(config: ml_collections.ConfigDict, batch_size: int, workdir: str
+                     ) -> Iterator[dict[str, np.ndarray]]:
+  """Training batches of the built-in synthetic data at `config.data.image_size`, epoch
+  after epoch, from the main job's input pipeline (imports TensorFlow)."""
+  from hybridcovid.data import pipeline  # pylint: disable=import-outside-toplevel
+  data_config = ml_collections.ConfigDict(config.data.to_dict())
+  data_config.synthetic = True
+  data_config.tfds_dir = os.path.join(workdir, 'tfds')
+  data = pipeline.load(data_config, workdir, config.seed)
+  stream = pipeline.InputPipeline(data, data_config, batch_size, jax.local_device_count(),
+                                  seed=config.seed)
+  for epoch in itertools.count():
+    yield from stream.train_epoch(epoch)
 
 
 def _peak_memory() -> tuple[int, str]:
@@ -62,65 +83,125 @@ def _peak_memory() -> tuple[int, str]:
 
 
 def measure(config: ml_collections.ConfigDict, mode: str, batch_size: int, dtype: str) -> dict:
-  """Times `mode` ('train' or 'inference') of the configured model in this process.
+  """Times `mode` (one of MODES) of the configured model in this process, laid out over
+  the devices as `config.parallel` says.
 
   Returns images/s (median, min, max over `benchmark.steps` steps after
   `benchmark.warmup_steps`), compile seconds, peak memory and XLA's FLOPs per image.
   """
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.dtype = dtype
-  mesh = train.create_mesh()
-  if batch_size % mesh.size:
-    raise errors.UserError(f'Batch size {batch_size} does not split over {mesh.size} '
-                           'devices; change --config.benchmark.batch_sizes.')
+  data_parallel = parallel.DataParallel(config.parallel)
+  if batch_size % data_parallel.device_count:
+    raise errors.UserError(f'Batch size {batch_size} does not split over '
+                           f'{data_parallel.device_count} devices; change '
+                           '--config.benchmark.batch_sizes.')
   model = models.create_classifier(config.model, axis_name=train.BATCH_AXIS)
   optimizer = optimizers.create_optimizer(config.train, steps_per_epoch=1)
-  state = train.replicate(
-      train.create_train_state(model, optimizer, train.initial_variables(config)), mesh)
-  batch = synthetic_batch(batch_size, config.data.image_size, mesh)
+  state = data_parallel.device_state(train.replicate(
+      train.create_train_state(model, optimizer, train.initial_variables(config)),
+      data_parallel.mesh))
+  batch = data_parallel.device_batch(synthetic_batch(batch_size, config.data.image_size))
   rng = jax.random.key(0)
-  if mode == 'train':
-    arguments = (state, batch, rng)
-    step_function = train.compile_train_step(mesh)
-  else:
+  if mode == 'inference':
     arguments = (state, {'image': batch['image']})
-    step_function = train.compile_eval_step(mesh)
+    step_function = data_parallel.compile_eval_step()
+  else:
+    arguments = (state, batch, rng)
+    step_function = data_parallel.compile_train_step()
   start = time.perf_counter()
   compiled = step_function.lower(*arguments).compile()
   compile_seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
+  settings = config.benchmark
+  if mode == 'train_pipeline':
+    with tempfile.TemporaryDirectory() as workdir:
+      batches = parallel.prefetch_to_devices(
+          pipeline_batches(config, batch_size, workdir), data_parallel, train.BATCH_FIELDS)
+      seconds = _time_pipelined_steps(compiled, state, batches, rng, settings.warmup_steps,
+                                      settings.steps)
+  else:
+    def step():
+      nonlocal state
+      if mode == 'train':  # The step donates the state: carry it on.
+        state, outputs = compiled(state, batch, rng)
+      else:
+        outputs = compiled(state, {'image': batch['image']})
+      jax.block_until_ready(outputs)
 
-  def step():
-    nonlocal state
-    if mode == 'train':  # The step donates the state: carry it on.
-      state, outputs = compiled(state, batch, rng)
-    else:
-      outputs = compiled(state, {'image': batch['image']})
-    jax.block_until_ready(outputs)
-
-  seconds = timing.time_steps(step, config.benchmark.warmup_steps, config.benchmark.steps)
+    seconds = timing.time_steps(step, settings.warmup_steps, settings.steps)
   memory, memory_kind = _peak_memory()
+  # The compiled program is one device's share of the batch.
+  flops = float(cost.get('flops', 0.0)) * data_parallel.device_count / batch_size
   return {'images_per_second': timing.throughput(seconds, batch_size),
           'compile_seconds': compile_seconds,
           'peak_memory_bytes': memory, 'memory_kind': memory_kind,
-          # The compiled program is one device's share of the batch.
-          'flops_per_image': float(cost.get('flops', 0.0)) * mesh.size / batch_size or None}
+          'flops_per_image': flops or None}
 
 
-def _run_process(command: list[str], timeout: float) -> dict:
-  """Runs one measuring process; its result is the last line of its stdout."""
+def _time_pipelined_steps(compiled, state, batches, rng, warmup: int, steps: int
+                          ) -> list[float]:
+  """Seconds between the ends of consecutive train steps fed from `batches`, dispatched
+  as the main job does: each step queued before the previous one is waited for."""
+  ends, previous = [], None
+  for index, (_, batch) in enumerate(batches):
+    state, metrics = compiled(state, batch, rng)
+    if previous is not None:
+      jax.block_until_ready(previous)
+      ends.append(time.perf_counter())
+    previous = metrics
+    if index == warmup + steps:
+      break
+  jax.block_until_ready(previous)
+  ends.append(time.perf_counter())
+  return list(np.diff(ends[warmup:]))
+
+
+def measure_case(config: ml_collections.ConfigDict, mode: str, batch_size: int, dtype: str,
+                 peers: dict[str, str], timeout: float) -> dict:
+  """One case, ours and each of `peers` ({name: script in PEERS_DIR}), each measured in a
+  process of its own that may run `timeout` seconds."""
+  case = {'mode': mode, 'batch_size': batch_size, 'dtype': dtype}
+  request = json.dumps({'config': config.to_json(), **case})
+  case['ours'] = run_process([sys.executable, '-m', 'hybridcovid.benchmark', request],
+                              timeout)
+  if peers and mode in PEER_MODES:
+    settings = config.benchmark
+    case['peers'] = {
+        peer: run_process(
+            [sys.executable, os.path.join(PEERS_DIR, script),
+             f'--backbones={",".join(config.model.backbones)}', f'--mode={mode}',
+             f'--batch_size={batch_size}', f'--dtype={dtype}',
+             f'--image_size={config.data.image_size}',
+             f'--hidden_units={config.model.hidden_units}',
+             f'--learning_rate={config.train.learning_rate}',
+             f'--warmup_steps={settings.warmup_steps}', f'--steps={settings.steps}'],
+            timeout)
+        for peer, script in peers.items()}
+  return case
+
+
+def run_process(command: list[str], timeout: float) -> dict:
+  """Runs one measuring process; its result is the last line of its stdout.
+
+  On timeout the process and everything it started (compiler workers) are killed.
+  """
   environment = {**os.environ, 'PYTHONPATH': os.pathsep.join(
       filter(None, [REPO_DIR, os.environ.get('PYTHONPATH')]))}
+  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=REPO_DIR, env=environment,
+                             start_new_session=True)
   try:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO_DIR, env=environment, check=False)
+    stdout, stderr = process.communicate(timeout=max(timeout, 1))
   except subprocess.TimeoutExpired:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
     return {'error': f'timed out after {timeout:.0f} s'}
-  lines = done.stdout.strip().splitlines()
-  if done.returncode or not lines:
-    tail = ' | '.join(done.stderr.strip().splitlines()[-3:])
-    return {'error': f'exit status {done.returncode}: {tail}'}
+  lines = stdout.strip().splitlines()
+  if process.returncode or not lines:
+    tail = ' | '.join(stderr.strip().splitlines()[-3:])
+    return {'error': f'exit status {process.returncode}: {tail}'}
   return json.loads(lines[-1])
 
 
@@ -134,7 +215,7 @@ def _matmul_ceiling(dtype: str) -> float:
   return 2 * n ** 3 / sorted(seconds)[len(seconds) // 2]
 
 
-def _device_peak(dtype: str) -> float | None:
+def device_peak(dtype: str) -> float | None:
   kind = jax.devices()[0].device_kind
   for name, peaks in GPU_PEAK_FLOPS:
     if name in kind:
@@ -168,27 +249,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   result['environment']['matmul_flops_per_second'] = {
       dtype: _matmul_ceiling(dtype) for dtype in settings.dtypes}
   result['environment']['device_peak_flops_per_second'] = {
-      dtype: _device_peak(dtype) for dtype in settings.dtypes}
+      dtype: device_peak(dtype) for dtype in settings.dtypes}
   for mode in settings.modes:
     for batch_size in settings.batch_sizes:
       for dtype in settings.dtypes:
-        case = {'mode': mode, 'batch_size': batch_size, 'dtype': dtype}
-        logging.info('Benchmarking %s: %s.', name, case)
-        request = json.dumps({'config': config.to_json(), **case})
-        case['ours'] = _run_process(
-            [sys.executable, '-m', 'hybridcovid.benchmark', request], settings.timeout_seconds)
-        if settings.peers:
-          case['peers'] = {
-              peer: _run_process(
-                  [sys.executable, os.path.join(PEERS_DIR, script),
-                   f'--backbones={",".join(config.model.backbones)}', f'--mode={mode}',
-                   f'--batch_size={batch_size}', f'--dtype={dtype}',
-                   f'--image_size={config.data.image_size}',
-                   f'--hidden_units={config.model.hidden_units}',
-                   f'--learning_rate={config.train.learning_rate}',
-                   f'--warmup_steps={settings.warmup_steps}', f'--steps={settings.steps}'],
-                  settings.timeout_seconds)
-              for peer, script in PEERS.items()}
+        logging.info('Benchmarking %s: %s batch %d %s.', name, mode, batch_size, dtype)
+        case = measure_case(config, mode, batch_size, dtype, PEERS if settings.peers else {},
+                            settings.timeout_seconds)
         logging.info('%s', format_case(case))
         result['cases'].append(case)
   os.makedirs(workdir, exist_ok=True)

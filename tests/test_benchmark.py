@@ -77,7 +77,7 @@ def test_unknown_mode_is_a_user_error(tmp_path):
 
 
 def test_a_failing_measurement_is_reported_not_raised():
-  result = benchmark._run_process([sys.executable, '-c', 'import sys; sys.exit(3)'], 60)
+  result = benchmark.run_process([sys.executable, '-c', 'import sys; sys.exit(3)'], 60)
   assert result['error'].startswith('exit status 3')
 
 
