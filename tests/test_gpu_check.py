@@ -1,0 +1,60 @@
+import importlib.util
+import json
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'benchmarks', 'gpu_check.sh')
+
+
+@pytest.mark.slow
+def test_dry_run_measures_every_case_and_checks_correctness(tmp_path):
+  done = subprocess.run([SCRIPT, str(tmp_path), '--dry-run'], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((tmp_path / 'gpu_check.json').read_text())
+  assert results['dry_run'] and results['image_size'] == 32
+  names = [case['name'] for case in results['cases']]
+  # The priorities: the hybrid's training and inference first, then correctness.
+  assert names[:3] == ['hybrid train', 'hybrid inference', 'correctness']
+  assert names[3:] == [f'{arch} {mode}' for mode in ('train', 'inference')
+                       for arch in ('resnet50', 'efficientnetb0')]
+  torch_installed = importlib.util.find_spec('torch') is not None
+  for case in results['cases']:
+    assert 'skipped' not in case, case
+    if case['name'] == 'correctness':
+      continue
+    assert case['ours']['images_per_second']['median'] > 0, case
+    assert case['ours']['flops_per_image'] > 0
+    peer = case['peers']['pytorch']
+    if torch_installed:
+      assert peer['images_per_second']['median'] > 0, peer
+    else:
+      assert peer == {'skipped': 'torch not installed'}
+  correctness = results['cases'][2]['result']
+  for arch in ('resnet50', 'efficientnetb0'):
+    features = correctness['features'][arch]
+    assert features['input_sensitivity'] > 0.1
+    # On CPU the default is conv_impl 'cpu': against XLA's own convolutions.
+    assert features['default_vs_cpu'] == 0.0
+    assert 0 < features['default_vs_cpu_xla'] <= 1e-4
+  assert correctness['pmap_vs_shard_map_after_3_steps'] <= 1e-5
+  table = (tmp_path / 'gpu_check.md').read_text()
+  assert table.startswith('# GPU check (dry run)')
+  assert '| hybrid train | 4 | bfloat16 |' in table and '## Correctness' in table
+
+
+def test_missing_ml_collections_is_named_with_the_fix(tmp_path):
+  # A Python that cannot import ml_collections, and no wheel to bring it.
+  blocker = tmp_path / 'block'
+  blocker.mkdir()
+  (blocker / 'ml_collections.py').write_text('raise ImportError("not installed")\n')
+  env = {**os.environ, 'PYTHONPATH': str(blocker),
+         'HYBRIDCOVID_WHEELS': str(tmp_path / 'no-wheels')}
+  done = subprocess.run([SCRIPT, str(tmp_path / 'out'), '--dry-run'], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 1
+  assert 'ml_collections is not installed' in done.stderr
+  assert 'pip download --no-deps -d' in done.stderr
