@@ -184,10 +184,13 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(test_pipeline.REALMINI),
                     reason='../shared/data/realmini (real CXR and CT images) is absent')
-def test_a_short_run_on_real_images_completes_end_to_end(tmp_path):
+def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(tmp_path):
   config = _config(tmp_path, epochs=1)
   config.data.folder_dir = os.path.abspath(test_pipeline.REALMINI)
   config.train.batch_size = 32
+  # What a GPU runs: XLA's convolutions, grouped depthwise convolutions and pooling.
+  config.model.backbones = ('resnet50', 'efficientnetb0')
+  config.model.conv_impl = 'xla'
   result = experiment.train_and_evaluate(config, str(tmp_path / 'work'))
   counts = result['test']['overall']['counts']
   # 1,000 images, 20% of the patients in test, one near duplicate dropped.
@@ -195,6 +198,9 @@ def test_a_short_run_on_real_images_completes_end_to_end(tmp_path):
   assert sum(result['test']['cxr']['counts'].values()) > 0
   assert sum(result['test']['ct']['counts'].values()) > 0
   assert (tmp_path / 'work' / report.REPORT_DIR / 'report.md').is_file()
+  record = checkpoints.RunCheckpoints(str(tmp_path / 'work')).best_record()
+  assert record['config']['model']['conv_impl'] == 'xla'
+  assert 0.0 <= result['test']['overall']['auc'] <= 1.0
 
 
 def test_explanation_examples_are_the_most_confident_of_each_outcome():
