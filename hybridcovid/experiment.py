@@ -43,7 +43,9 @@ DATA_SOURCE_FIELDS = ('cxr_dir', 'cxr_layout', 'ct_dir', 'ct_layout', 'folder_di
                       'synthetic', 'synthetic_seed', 'synthetic_patients_per_class',
                       'synthetic_image_size', 'modalities')
 # Fields the model was trained with; evaluation always uses the checkpoint's.
-DATA_MODEL_FIELDS = ('image_size', 'resize', 'ct_window_level', 'ct_window_width')
+# Runs older than max_stored_side lack it: they stored whole images (0).
+DATA_MODEL_FIELDS = ('image_size', 'resize', 'ct_window_level', 'ct_window_width',
+                     'max_stored_side')
 
 
 class DivergedError(errors.UserError):
@@ -586,7 +588,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if external:
     data_config = ml_collections.ConfigDict(config.data.to_dict())
     for name in DATA_MODEL_FIELDS:
-      data_config[name] = trained.data[name]
+      data_config[name] = trained.data.get(name, 0)
     data_dir = os.path.join(workdir, EXTERNAL_DIR, _external_name(data_config))
     data = load_data(data_config, data_dir, config.seed, all_test=True)
     report_dir = os.path.relpath(os.path.join(data_dir, report.REPORT_DIR), workdir)
