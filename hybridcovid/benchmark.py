@@ -228,7 +228,7 @@ def environment() -> dict:
   device = jax.devices()[0]
   return {'backend': jax.default_backend(), 'device_kind': device.device_kind,
           'device_count': jax.device_count(), 'cpu_count': os.cpu_count(),
-          'processor': platform.processor() or platform.machine(),
+          'processor': timing.cpu_model(),
           'python': platform.python_version(), 'jax': jax.__version__,
           'time': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
 
@@ -298,7 +298,8 @@ def markdown(result: dict) -> str:
       f"# Benchmark: {result['model']}, {result['image_size']}x{result['image_size']}",
       '',
       f"{environment_['device_count']} x {environment_['device_kind']} ({backend}), "
-      f"{environment_['cpu_count']} CPU cores, JAX {environment_['jax']}, "
+      f"{environment_['cpu_count']} cores of {environment_['processor']}, "
+      f"JAX {environment_['jax']}, "
       f"{environment_['time']}. Matrix-product ceiling measured in this run: " + ', '.join(
           f'{dtype} {flops / 1e9:.0f} GFLOP/s'
           for dtype, flops in environment_['matmul_flops_per_second'].items()) + '.',

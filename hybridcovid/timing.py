@@ -5,6 +5,7 @@ TensorFlow times its steps exactly as the JAX benchmark does.
 """
 
 import json
+import platform
 import resource
 import statistics
 import sys
@@ -43,3 +44,15 @@ def print_result(result: dict) -> None:
   """Writes a measurement as the last line of stdout, where the benchmark reads it."""
   sys.stdout.write(json.dumps(result) + '\n')
   sys.stdout.flush()
+
+
+def cpu_model() -> str:
+  """The CPU's 'model name' in /proc/cpuinfo, or the platform's processor name."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown'

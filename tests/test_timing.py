@@ -19,3 +19,12 @@ def test_peak_rss_counts_a_large_allocation():
   before = timing.peak_rss_bytes()
   block = np.ones(400 * 2**20 // 8)  # 400 MiB, touched.
   assert timing.peak_rss_bytes() >= max(before, block.nbytes)
+
+
+def test_cpu_model_reads_the_model_name(monkeypatch, tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu\n')
+  real_open = open
+  monkeypatch.setattr('builtins.open', lambda path, *args, **kwargs: real_open(
+      cpuinfo if path == '/proc/cpuinfo' else path, *args, **kwargs))
+  assert timing.cpu_model() == 'AMD EPYC 7B13'

@@ -30,6 +30,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from hybridcovid import timing
 from hybridcovid.data import builders, prepare
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,18 +56,6 @@ def settings(max_stored_side: int) -> dict[str, dict]:
   """The two timed settings: `prepared_builder` arguments of "before" and "after"."""
   return {'before': {'processes': 1, 'max_stored_side': 0},
           'after': {'processes': 0, 'max_stored_side': max_stored_side}}
-
-
-def cpu_model() -> str:
-  """The CPU's 'model name' in /proc/cpuinfo, or the platform's processor name."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
 
 
 def _smooth_noise(rng: np.random.Generator, side: int, cells: int) -> np.ndarray:
@@ -194,7 +183,7 @@ def measure(workdir: str, realmini_dir: str, radiographs: int, side: int, ct_sli
   folders.append(('full-size', write_full_size_folder(generated, radiographs, side,
                                                       ct_slices)))
   return {
-      'machine': {'cpu_model': cpu_model(), 'cpu_cores': len(os.sched_getaffinity(0)),
+      'machine': {'cpu_model': timing.cpu_model(), 'cpu_cores': len(os.sched_getaffinity(0)),
                   'load_average_at_start': round(load_average, 2),
                   'python': platform.python_version(),
                   'time': datetime.datetime.now(datetime.timezone.utc).strftime(
