@@ -2,42 +2,15 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from hybridcovid.data import decode
+from hybridcovid.data.dicom_files import write_dicom
 
 # HU values of a CT slice and what the default lung window (level -600,
 # width 1500, so [-1350, 150]) and a (0, 2000) window make of them.
 HOUNSFIELD = np.array([[-2000, -1350, -975], [-600, 150, 1000]], np.int16)
 LUNG_WINDOW_GREY = np.array([[0, 0, 64], [128, 255, 255]], np.uint8)
 WIDE_WINDOW_GREY = np.array([[0, 0, 3], [51, 147, 255]], np.uint8)
-
-
-def _write_dicom(path, pixels: np.ndarray, *, preamble: bool = True, **elements) -> str:
-  """Writes a minimal single-frame DICOM of `pixels` (H, W) or (H, W, 3)."""
-  meta = FileMetaDataset()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-  meta.MediaStorageSOPInstanceUID = generate_uid()
-  dataset = Dataset()
-  dataset.file_meta = meta
-  dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-  dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-  dataset.Modality = 'OT'
-  dataset.Rows, dataset.Columns = pixels.shape[:2]
-  dataset.SamplesPerPixel = 1 if pixels.ndim == 2 else 3
-  dataset.PhotometricInterpretation = 'MONOCHROME2' if pixels.ndim == 2 else 'RGB'
-  if pixels.ndim == 3:
-    dataset.PlanarConfiguration = 0
-  dataset.BitsAllocated = dataset.BitsStored = pixels.itemsize * 8
-  dataset.HighBit = dataset.BitsStored - 1
-  dataset.PixelRepresentation = int(pixels.dtype.kind == 'i')
-  dataset.PixelData = pixels.tobytes()
-  for name, value in elements.items():
-    setattr(dataset, name, value)
-  dataset.save_as(str(path), enforce_file_format=preamble)
-  return str(path)
 
 
 def _assert_grey_rgb(rgb: np.ndarray, expected_grey: np.ndarray) -> None:
@@ -116,7 +89,7 @@ def test_palette_png_is_converted_to_its_colours(tmp_path):
 def test_ct_dicom_applies_rescale_then_window(tmp_path, modality_tag, modality, ct_window,
                                               expected):
   stored = HOUNSFIELD + 1024
-  path = _write_dicom(tmp_path / 'ct.dcm', stored, Modality=modality_tag,
+  path = write_dicom(tmp_path / 'ct.dcm', stored, Modality=modality_tag,
                       RescaleIntercept=-1024, RescaleSlope=1)
   rgb, info = decode.read_image(path, modality=modality, ct_window=ct_window)
   _assert_grey_rgb(rgb, expected)
@@ -128,7 +101,7 @@ def test_ct_dicom_applies_rescale_then_window(tmp_path, modality_tag, modality, 
 def test_monochrome1_cxr_dicom_is_stretched_then_inverted(tmp_path):
   # Stretch: 0, 63.75, 127.5, 255 -> 0, 64, 128, 255; inverted: 255, 191, 127, 0.
   values = np.array([[0, 1000], [2000, 4000]], np.uint16)
-  path = _write_dicom(tmp_path / 'cxr.dcm', values, PhotometricInterpretation='MONOCHROME1',
+  path = write_dicom(tmp_path / 'cxr.dcm', values, PhotometricInterpretation='MONOCHROME1',
                       BitsStored=12, HighBit=11, Modality='DX')
   rgb, info = decode.read_image(path, modality='cxr')
   _assert_grey_rgb(rgb, np.array([[255, 191], [127, 0]], np.uint8))
@@ -139,7 +112,7 @@ def test_cxr_dicom_applies_its_window_before_the_stretch(tmp_path):
   # The window (centre 150, width 101) maps 100 to 0.005 and 150 to 0.505 of
   # the range and clips 0 below and 200 and above; the stretch keeps that.
   values = np.array([[0, 100, 150], [200, 300, 4000]], np.uint16)
-  path = _write_dicom(tmp_path / 'windowed.dcm', values, BitsStored=12, HighBit=11,
+  path = write_dicom(tmp_path / 'windowed.dcm', values, BitsStored=12, HighBit=11,
                       WindowCenter=150, WindowWidth=101)
   rgb, info = decode.read_image(path)
   _assert_grey_rgb(rgb, np.array([[0, 1, 129], [255, 255, 255]], np.uint8))
@@ -148,7 +121,7 @@ def test_cxr_dicom_applies_its_window_before_the_stretch(tmp_path):
 
 def test_rgb_dicom_is_used_as_is(tmp_path):
   source = _smooth_rgb(3, 4)
-  path = _write_dicom(tmp_path / 'colour.dcm', source)
+  path = write_dicom(tmp_path / 'colour.dcm', source)
   rgb, info = decode.read_image(path)
   np.testing.assert_array_equal(rgb, source)
   assert info == decode.ImageInfo('dicom', 3, 4, 'RGB', 8)
@@ -156,19 +129,19 @@ def test_rgb_dicom_is_used_as_is(tmp_path):
 
 def test_dicom_without_preamble_is_read_only_with_a_dicom_extension(tmp_path):
   values = np.array([[0, 1000], [2000, 4000]], np.uint16)
-  path = _write_dicom(tmp_path / 'bare.dcm', values, preamble=False)
+  path = write_dicom(tmp_path / 'bare.dcm', values, preamble=False)
   rgb, info = decode.read_image(path)
   _assert_grey_rgb(rgb, np.array([[0, 64], [128, 255]], np.uint8))
   assert info == decode.ImageInfo('dicom', 2, 2, 'MONOCHROME2', 16)
   other_path = str(tmp_path / 'bare.bin')
-  _write_dicom(other_path, values, preamble=False)
+  write_dicom(other_path, values, preamble=False)
   with pytest.raises(decode.BadImageError, match='not a PNG, JPEG or DICOM'):
     decode.read_image(other_path)
 
 
 def test_dicom_without_pixel_data_is_rejected(tmp_path):
   path = str(tmp_path / 'report.dcm')
-  _write_dicom(path, np.zeros((2, 2), np.uint8))
+  write_dicom(path, np.zeros((2, 2), np.uint8))
   dataset = pydicom.dcmread(path)
   del dataset.PixelData
   dataset.save_as(path, enforce_file_format=True)
@@ -179,7 +152,7 @@ def test_dicom_without_pixel_data_is_rejected(tmp_path):
 
 def test_multi_frame_dicom_is_rejected(tmp_path):
   frames = np.zeros((2, 2, 2), np.uint8)
-  path = _write_dicom(tmp_path / 'cine.dcm', frames[0], NumberOfFrames=2,
+  path = write_dicom(tmp_path / 'cine.dcm', frames[0], NumberOfFrames=2,
                       PixelData=frames.tobytes())
   with pytest.raises(decode.BadImageError, match='only single-frame images'):
     decode.read_image(path)

@@ -26,12 +26,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 from PIL import Image
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage
 
 from hybridcovid import timing
-from hybridcovid.data import builders, prepare
+from hybridcovid.data import builders, dicom_files, prepare
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _REALMINI = flags.DEFINE_string(
@@ -73,24 +71,9 @@ def radiograph(rng: np.random.Generator, side: int) -> np.ndarray:
 
 def write_ct_dicom(path: str, hounsfield: np.ndarray) -> None:
   """A single-frame CT DICOM of int16 values, stored with RescaleIntercept -1024."""
-  meta = FileMetaDataset()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  meta.MediaStorageSOPClassUID = CTImageStorage
-  meta.MediaStorageSOPInstanceUID = generate_uid()
-  dataset = Dataset()
-  dataset.file_meta = meta
-  dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-  dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-  dataset.Modality = 'CT'
-  dataset.Rows, dataset.Columns = hounsfield.shape
-  dataset.SamplesPerPixel = 1
-  dataset.PhotometricInterpretation = 'MONOCHROME2'
-  dataset.BitsAllocated = dataset.BitsStored = 16
-  dataset.HighBit = 15
-  dataset.PixelRepresentation = 1
-  dataset.RescaleSlope, dataset.RescaleIntercept = 1, CT_INTERCEPT
-  dataset.PixelData = np.round(hounsfield - CT_INTERCEPT).astype(np.int16).tobytes()
-  pydicom.dcmwrite(path, dataset, enforce_file_format=True)
+  dicom_files.write_dicom(path, np.round(hounsfield - CT_INTERCEPT).astype(np.int16),
+                          sop_class_uid=CTImageStorage, Modality='CT', RescaleSlope=1,
+                          RescaleIntercept=CT_INTERCEPT)
 
 
 def write_full_size_folder(root: str, radiographs: int, side: int, ct_slices: int,
