@@ -1,12 +1,15 @@
 """This project's runs of the paper's experiments beside the paper's reported numbers.
 
-`python -m hybridcovid.paper --runs_dir=DIR` reads `DIR/<experiment>/report/
-metrics.json` for each experiment of `scripts/reproduce_paper.sh` and writes
-`DIR/paper_table.md`: one row per experiment in the layout of the paper's
-Tables 2-4 (Az, Sp, Re, F-M), ours beside the paper's.
+`python -m hybridcovid.paper --runs_dir=DIR` reads, for each experiment of
+`scripts/reproduce_paper.sh`, `DIR/<experiment>/report/metrics.json` and
+`DIR/<experiment>/audit.json`, and writes `DIR/paper_table.md`: every cell of
+the paper's Tables 2-4 (Az, Sp, Re, F-M) beside our test results with their
+confidence intervals, then the paper's Table 1 (images per class) beside the
+images each run loaded.
 """
 
 import json
+import math
 import os
 
 from absl import app
@@ -14,64 +17,188 @@ from absl import flags
 
 from hybridcovid import report
 
-# (config name, paper table, data, model), in the paper's order.
+# (config name, modalities, model), in the paper's order.
 EXPERIMENTS = (
-    ('cxr_resnet50', 'Table 2', 'CXR', 'ResNet50'),
-    ('cxr_efficientnetb0', 'Table 2', 'CXR', 'EfficientNetB0'),
-    ('ct_resnet50', 'Table 3', 'CT', 'ResNet50'),
-    ('ct_efficientnetb0', 'Table 3', 'CT', 'EfficientNetB0'),
-    ('pooled_resnet50', 'Table 4', 'CXR+CT', 'ResNet50'),
-    ('pooled_efficientnetb0', 'Table 4', 'CXR+CT', 'EfficientNetB0'),
-    ('hybrid', 'Figure 1', 'CXR+CT', 'ResNet50 + EfficientNetB0'),
+    ('cxr_resnet50', ('cxr',), 'ResNet50'),
+    ('cxr_efficientnetb0', ('cxr',), 'EfficientNetB0'),
+    ('ct_resnet50', ('ct',), 'ResNet50'),
+    ('ct_efficientnetb0', ('ct',), 'EfficientNetB0'),
+    ('pooled_resnet50', ('cxr', 'ct'), 'ResNet50'),
+    ('pooled_efficientnetb0', ('cxr', 'ct'), 'EfficientNetB0'),
+    ('hybrid', ('cxr', 'ct'), 'ResNet50 + EfficientNetB0'),
 )
 COLUMNS = (('accuracy', 'Az'), ('specificity', 'Sp'), ('recall', 'Re'), ('f1', 'F-M'))
-# The paper's reported values (fractions) that this table quotes; a metric
-# missing here is shown as '-'.
+# Every cell of the paper's Tables 2-4, in percent exactly as printed (with the
+# paper's own precision: 99.0, 100), under the experiment that reproduces its
+# row: experiment -> (table, row, (Az, Sp, Re, F-M)). Table 4 ("hybrid", CXR
+# and CT together) has one row per backbone, so its rows go to the pooled
+# single-backbone runs; the Figure 1 model (`hybrid`) has no row of its own.
 PAPER_RESULTS = {
-    'cxr_efficientnetb0': {'accuracy': 0.9936},
-    'ct_efficientnetb0': {'accuracy': 0.9923},
-    'hybrid': {'accuracy': 0.9958},
+    'cxr_resnet50': ('Table 2', 'ResNet50', ('98.47', '99.0', '100', '99.0')),
+    'cxr_efficientnetb0': ('Table 2', 'EfficientNet(B0)', ('99.36', '98.0', '99.0', '99.0')),
+    'ct_resnet50': ('Table 3', 'ResNet50', ('98.85', '99.0', '98.0', '99.0')),
+    'ct_efficientnetb0': ('Table 3', 'EfficientNet(B0)', ('99.23', '99.0', '99.0', '99.0')),
+    'pooled_resnet50': ('Table 4', 'ResNet50', ('98.01', '99.0', '99.0', '99.0')),
+    'pooled_efficientnetb0': ('Table 4', 'EfficientNet(B0)', ('99.58', '99.0', '99.0', '99.0')),
 }
+# The paper's Table 1: images per class in its two Kaggle data sets, keyed as
+# audit.json's `class_balance` is.
+PAPER_DATA = {'cxr': {'covid': 3923, 'normal': 3960}, 'ct': {'covid': 1323, 'normal': 1290}}
+DATA_COLUMNS = tuple((modality, label) for modality in PAPER_DATA for label in ('covid', 'normal'))
+CLASS_TITLES = {'covid': 'COVID', 'normal': 'Normal'}
+# hybridcovid.data.pipeline.AUDIT_FILE, named here so that this command does
+# not import TensorFlow.
+AUDIT_FILE = 'audit.json'
 TABLE_FILE = 'paper_table.md'
+HYBRID_NOTE = ('The paper gives the Figure 1 model (ResNet50 and EfficientNetB0 feature maps '
+               'concatenated) no number of its own. Its Table 4 ("hybrid": chest X-ray and CT '
+               'together) has one row per backbone, read here as that backbone trained on both '
+               f'modalities pooled; the {PAPER_RESULTS["pooled_efficientnetb0"][2][0]}% its '
+               'conclusion quotes for the hybrid approach is that table\'s EfficientNet(B0) row, '
+               'shown beside pooled_efficientnetb0.')
 
 _RUNS_DIR = flags.DEFINE_string('runs_dir', None, 'Folder holding one work directory per '
                                 'experiment, as scripts/reproduce_paper.sh writes it.')
 
 
-def _cell(value: float | None) -> str:
-  return '-' if value is None else report.percent(value)
+def _row(cells) -> str:
+  return '| ' + ' | '.join(cells) + ' |'
+
+
+def _header(names) -> list[str]:
+  return [_row(names), '|' + '---|' * len(names)]
+
+
+def _read_json(path: str) -> dict | None:
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _ours(values: dict, name: str) -> str:
+  """Our metric in percent, with its confidence interval (low-high) where there is one."""
+  value = values.get(name)
+  if value is None:
+    return '-'
+  low, high = values.get('intervals', {}).get(name, (math.nan, math.nan))
+  if math.isnan(value) or math.isnan(low) or math.isnan(high):
+    return report.percent(value)
+  return f'{report.percent(value)} ({report.percent(low)}-{report.percent(high)})'
+
+
+def _modalities_name(modalities) -> str:
+  return '+'.join(modality.upper() for modality in modalities)
+
+
+def _interval_note(settings: dict[str, dict]) -> str:
+  """What the brackets hold, once if every run agrees, else per run."""
+  def describe(s):
+    return f"{100 * s['level']:g}%, {s['resamples']} resamples of {s['unit']}s"
+  described = {name: describe(s) for name, s in settings.items()}
+  if not described:
+    return ''
+  if len(set(described.values())) == 1:
+    return f' In brackets: bootstrap confidence intervals ({next(iter(described.values()))}).'
+  listed = '; '.join(f'{name} {text}' for name, text in described.items())
+  return f' In brackets: bootstrap confidence intervals ({listed}).'
+
+
+def results_table(runs_dir: str) -> list[str]:
+  """The paper's Tables 2-4 beside our test results, one row per experiment."""
+  lines = _header(['Experiment', 'Data', 'Model', 'Paper row',
+                   *(f'{short} ours' for _, short in COLUMNS),
+                   *(f'{short} paper' for _, short in COLUMNS)])
+  missing, settings = [], {}
+  for name, modalities, model in EXPERIMENTS:
+    result = _read_json(os.path.join(runs_dir, name, report.REPORT_DIR, report.METRICS_FILE))
+    if result is None:
+      missing.append(name)
+      ours = {}
+    else:
+      ours = result['test']['overall']
+      if 'intervals' in result:
+        settings[name] = result['intervals']
+    if name in PAPER_RESULTS:
+      table, paper_row, paper = PAPER_RESULTS[name]
+      source = f'{table} {paper_row}'
+    else:
+      source, paper = 'none: the paper gives this model no number of its own', ('-',) * 4
+    lines.append(_row([name, _modalities_name(modalities), model, source,
+                       *(_ours(ours, key) for key, _ in COLUMNS), *paper]))
+  lines += ['', 'Percentages. Ours: the checkpoint chosen on the validation split, evaluated '
+            'once on the patient-level test split (the paper split per image); see each '
+            'run\'s report/report.md for every metric and the per-modality rows.'
+            + _interval_note(settings) + ' Paper: as printed in its Tables 2-4.',
+            '', HYBRID_NOTE]
+  if missing:
+    lines += ['', f'Not run yet (no report/metrics.json): {", ".join(missing)}.']
+  return lines
+
+
+def _loaded_counts(audit: dict) -> dict[str, dict[str, int]]:
+  """Images per modality and class over all splits, as the run trained and evaluated."""
+  counts = {}
+  for by_modality in audit['class_balance'].values():
+    for modality, labels in by_modality.items():
+      for label, count in labels.items():
+        counts.setdefault(modality, {}).setdefault(label, 0)
+        counts[modality][label] += count
+  return counts
+
+
+def _against_paper(counts: dict, modalities, audit: dict) -> str:
+  """'same', or each class that differs from Table 1, with what the run left out."""
+  differences = []
+  for modality in modalities:
+    for label, paper in PAPER_DATA[modality].items():
+      ours = counts.get(modality, {}).get(label, 0)
+      if ours != paper:
+        differences.append(f'{modality.upper()} {CLASS_TITLES[label]} {ours - paper:+,}')
+  left_out = []
+  if audit.get('dropped_duplicates'):
+    left_out.append(f'{len(audit["dropped_duplicates"]):,} duplicate copies')
+  if audit.get('bad_files'):
+    left_out.append(f'{len(audit["bad_files"]):,} unreadable files')
+  text = f'differs: {", ".join(differences)}' if differences else 'same'
+  return text + (f' ({" and ".join(left_out)} left out)' if left_out else '')
+
+
+def data_table(runs_dir: str) -> list[str]:
+  """The paper's Table 1 beside the images each run loaded."""
+  lines = _header(['Data', *(f'{modality.upper()} {CLASS_TITLES[label]}'
+                             for modality, label in DATA_COLUMNS), 'Against Table 1'])
+  lines.append(_row(['Paper (Table 1)',
+                     *(f'{PAPER_DATA[modality][label]:,}' for modality, label in DATA_COLUMNS),
+                     '']))
+  for name, modalities, _ in EXPERIMENTS:
+    audit = _read_json(os.path.join(runs_dir, name, AUDIT_FILE))
+    if audit is None:
+      lines.append(_row([name, *('-' * len(DATA_COLUMNS)), f'no {AUDIT_FILE}']))
+      continue
+    counts = _loaded_counts(audit)
+    cells = [f'{counts.get(modality, {}).get(label, 0):,}' if modality in modalities else '-'
+             for modality, label in DATA_COLUMNS]
+    lines.append(_row([name, *cells, _against_paper(counts, modalities, audit)]))
+  lines += ['', f'Images per class. Ours: all splits of the run as trained and evaluated, '
+            f'from its {AUDIT_FILE}: without unreadable files, and an image found in more '
+            'than one split kept in the first only. "-": a modality the run does not use.']
+  return lines
 
 
 def paper_table(runs_dir: str) -> str:
-  """The Markdown table of every experiment: ours (test split) and the paper's, in percent."""
-  header = ['Experiment', 'Data', 'Model',
-            *(f'{short} ours' for _, short in COLUMNS),
-            *(f'{short} paper' for _, short in COLUMNS)]
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  missing = []
-  for name, table, data, model in EXPERIMENTS:
-    path = os.path.join(runs_dir, name, report.REPORT_DIR, report.METRICS_FILE)
-    ours = {}
-    if os.path.isfile(path):
-      with open(path) as f:
-        ours = json.load(f)['test']['overall']
-    else:
-      missing.append(name)
-    paper = PAPER_RESULTS.get(name, {})
-    cells = [table, data, model, *(_cell(ours.get(key)) for key, _ in COLUMNS),
-             *(_cell(paper.get(key)) for key, _ in COLUMNS)]
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  notes = ['', 'Ours: the checkpoint chosen on the validation split, evaluated once on the '
-           'patient-level test split; see each run\'s report/report.md for all metrics '
-           'and per-modality rows. Paper: as reported; "-" where this table does not quote it.']
-  if missing:
-    notes.append(f'Not run yet (no report/metrics.json): {", ".join(missing)}.')
-  return '\n'.join(lines + notes) + '\n'
+  """The Markdown of every experiment beside the paper's Tables 2-4, then its Table 1."""
+  lines = ['## Results (the paper\'s Tables 2-4)', '', *results_table(runs_dir),
+           '', '## Data (the paper\'s Table 1)', '', *data_table(runs_dir)]
+  return '\n'.join(lines) + '\n'
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if not os.path.isdir(_RUNS_DIR.value):
+    raise app.UsageError(f'--runs_dir={_RUNS_DIR.value}: no such folder. Point it at the '
+                         'folder given to scripts/reproduce_paper.sh.')
   table = paper_table(_RUNS_DIR.value)
   path = os.path.join(_RUNS_DIR.value, TABLE_FILE)
   with open(path, 'w') as f:
