@@ -9,6 +9,8 @@ Saves are asynchronous; call `wait` before the process exits.
 """
 
 import os
+import re
+import sys
 from typing import Any
 
 from absl import logging
@@ -23,6 +25,46 @@ BEST_DIR = 'best'
 
 class CheckpointError(errors.UserError):
   """No usable checkpoint where one was expected."""
+
+
+# TensorStore appends the JSON specs of what it read to its messages.
+_TENSORSTORE_SPECS = re.compile(r'\s*\[\w[\w ]*(\[\d+\])?=.*', re.DOTALL)
+
+
+def _cause(error: Exception, limit: int = 240) -> str:
+  """The end of an Orbax error's message, where TensorStore names the file and the cause."""
+  text = ' '.join(_TENSORSTORE_SPECS.sub('', str(error)).split()) or type(error).__name__
+  parts = text.split(': ')
+  cause = parts.pop()
+  while parts and len(parts[-1]) + len(cause) + 2 <= limit:
+    cause = f'{parts.pop()}: {cause}'
+  return f'...{cause}' if parts else cause
+
+
+def _is_closed_loop_error(unraisable: Any) -> bool:
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == 'Event loop is closed')
+
+
+def _quiet_pending_reads() -> None:
+  """Drops the errors of the reads a failed Orbax restore leaves pending.
+
+  When one read fails, Orbax closes its event loop with the others still
+  running; each then reports 'Event loop is closed', with a traceback,
+  through `sys.unraisablehook`, after the restore has raised: hundreds of
+  lines that bury the one error that matters. Other errors still reach the
+  hook that was there before.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiets_pending_reads', False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not _is_closed_loop_error(unraisable):
+      previous(unraisable)
+
+  hook.quiets_pending_reads = True
+  sys.unraisablehook = hook
 
 
 def open_trained_run(workdir: str) -> 'RunCheckpoints':
@@ -55,7 +97,11 @@ class RunCheckpoints:
 
   def best_record(self) -> dict:
     """The JSON record of the best checkpoint, without restoring its state."""
-    return self._record(self._best, self._newest_step(self._best))
+    step = self._newest_step(self._best)
+    try:
+      return self._record(self._best, step)
+    except Exception as error:  # Orbax raises many types for damaged files.
+      raise self._damaged_best(step, error) from error
 
   def latest_record(self) -> dict:
     """The JSON record of the newest checkpoint, without restoring its state."""
@@ -69,7 +115,12 @@ class RunCheckpoints:
     return step
 
   def _record(self, manager: ocp.CheckpointManager, step: int) -> dict:
-    return manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore())).record
+    try:
+      return manager.restore(step, args=ocp.args.Composite(
+          record=ocp.args.JsonRestore())).record
+    except Exception:
+      _quiet_pending_reads()
+      raise
 
   def save(self, epoch: int, state: Any, record: dict,
            validation_metric: float | None = None) -> bool:
@@ -112,8 +163,12 @@ class RunCheckpoints:
   def _restore(self, manager: ocp.CheckpointManager, step: int, target: Any
                ) -> tuple[Any, dict]:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+    except Exception:
+      _quiet_pending_reads()
+      raise
     return restored.state, restored.record
 
   def restore_latest(self, target: Any) -> tuple[Any, dict] | None:
@@ -140,8 +195,40 @@ class RunCheckpoints:
     return None
 
   def restore_best(self, target: Any) -> tuple[Any, dict]:
-    """The best checkpoint by the validation metric, shaped like `target`."""
-    return self._restore(self._best, self._newest_step(self._best), target)
+    """The best checkpoint by the validation metric, shaped like `target`.
+
+    A damaged one raises CheckpointError naming it, the latest checkpoints
+    beside it and how to use one of them instead.
+    """
+    step = self._newest_step(self._best)
+    try:
+      return self._restore(self._best, step, target)
+    except Exception as error:  # Orbax raises many types for damaged files.
+      raise self._damaged_best(step, error) from error
+
+  def _damaged_best(self, step: int, error: Exception) -> CheckpointError:
+    """What to do when the best checkpoint, epoch `step + 1`, cannot be restored."""
+    best = os.path.join(self._best.directory, str(step))
+    latest = str(self._latest.directory)
+    steps = sorted(self._latest.all_steps())
+    epochs = ('epochs ' if len(steps) > 1 else 'epoch ') + ', '.join(
+        str(other + 1) for other in steps)
+    message = (f'The selected checkpoint {best} (epoch {step + 1}) cannot be restored '
+               f'(Orbax says: {_cause(error)}).')
+    retrain = 'train again with a new --workdir'
+    if step in steps:
+      fix = (f'{latest} holds {epochs}, the selected one among them: replace the '
+             f'damaged copy with it (rm -r {best} && cp -r {os.path.join(latest, str(step))} '
+             f'{best}), or {retrain}.')
+    elif steps:
+      newest = os.path.join(self._best.directory, str(steps[-1]))
+      fix = (f'{latest} holds {epochs}, not the selected one: put one in its place, '
+             f'e.g. the newest (rm -r {best} && cp -r {os.path.join(latest, str(steps[-1]))} '
+             f'{newest}), knowing that validation did not select it and the report is not '
+             f'about it, or {retrain}.')
+    else:
+      fix = f'{latest} holds no other checkpoint: {retrain}.'
+    return CheckpointError(f'{message} {fix}')
 
   def wait(self) -> None:
     """Blocks until every asynchronous save is on disk."""
