@@ -4,15 +4,17 @@ PNG, JPEG and DICOM files are read with Pillow and pydicom and resized as in
 training, without TensorFlow. `WORKDIR/predict/predictions.csv` and
 `predictions.json` give, per image, the raw and the temperature-scaled COVID
 probability and the decision at the threshold fixed on the validation split,
-and on request the path of a Grad-CAM PNG of the decision.
-Files that cannot be read are listed with the reason; the others are still
-scored.
+and on request the path of a Grad-CAM PNG of the decision. Files that cannot
+be read are listed with the reason (in the CSV's `problem` column, after the
+scored ones); the others are still scored. Both files are replaced only once
+scoring has succeeded: a run that fails, or scores nothing, leaves the
+previous results as they were.
 """
 
 import csv
 import json
 import os
-from typing import Sequence
+from typing import Callable, Sequence, TextIO
 
 from absl import logging
 import ml_collections
@@ -24,8 +26,17 @@ from hybridcovid import train
 from hybridcovid.data import resize
 
 PREDICT_DIR = 'predict'
+CSV_FILE = 'predictions.csv'
+JSON_FILE = 'predictions.json'
 CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision',
-              'gradcam')
+              'problem', 'gradcam')
+MISSING = 'no such file or folder'
+_TRAINING_HINT = '--config.data.skip_bad'  # decode's advice, which applies to training only.
+_SHOWN_PROBLEMS = 3
+
+
+class PredictionError(errors.UserError):
+  """Nothing could be scored; the message names the inputs and why."""
 
 
 def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
@@ -38,7 +49,7 @@ def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
     elif os.path.isfile(path):
       files.append(path)
     else:
-      missing.append({'path': path, 'reason': 'no such file or folder'})
+      missing.append({'path': path, 'reason': MISSING})
   return files, missing
 
 
@@ -60,23 +71,84 @@ def _explain(model, variables, images, rows, output_dir, batch_size) -> None:
       row['evidence_shares'] = image_shares
 
 
+def _reason(problem: dict) -> str:
+  """Why a file could not be read, without its path and without advice meant for training."""
+  path, reason = problem['path'], problem['reason']
+  if reason.startswith(f'{path}: '):
+    reason = reason[len(path) + 2:]
+  reason = reason.replace(f' {path!r}', '')  # Pillow's message names the file too.
+  hint = reason.find(_TRAINING_HINT)
+  if hint >= 0:
+    sentence_end = reason.rfind('. ', 0, hint)
+    reason = reason[:sentence_end + 1] if sentence_end >= 0 else reason
+  return reason
+
+
+def _nothing_scored(inputs: Sequence[str], problems: list[dict], output_dir: str
+                    ) -> PredictionError:
+  """The error for inputs of which not one image could be scored."""
+  details = [f'{problem["path"]}: {problem["reason"].rstrip(".")}'
+             for problem in problems[:_SHOWN_PROBLEMS]]
+  if len(problems) > _SHOWN_PROBLEMS:
+    details.append(f'and {len(problems) - _SHOWN_PROBLEMS} more files that cannot be read')
+  details += [f'{path}: a folder without files' for path in inputs
+              if os.path.isdir(path) and not any(names for _, _, names in os.walk(path))]
+  if any(problem['reason'] != MISSING for problem in problems):
+    advice = 'Fix or replace the files that cannot be read, or name others with --input.'
+  else:
+    advice = 'Name PNG, JPEG or DICOM files, or folders holding them, with --input.'
+  return PredictionError(f'Nothing to score: {"; ".join(details)}. {advice} Nothing was '
+                         f'written to {output_dir}.')
+
+
+def _replace_files(writers: dict[str, Callable[[TextIO], None]]) -> None:
+  """Writes each path beside its old version, then puts all in their place.
+
+  A write that fails leaves every old version as it was.
+  """
+  staged = {}
+  try:
+    for path, write in writers.items():
+      staged[path] = f'{path}.{os.getpid()}.tmp'
+      with open(staged[path], 'w', newline='') as f:
+        write(f)
+    for path, temporary in staged.items():
+      os.replace(temporary, path)
+  finally:
+    for temporary in staged.values():
+      if os.path.exists(temporary):
+        os.remove(temporary)
+
+
+def _describe(record: dict, trained: ml_collections.ConfigDict, best_dir: str) -> str:
+  """One line on what the checkpoint holds."""
+  return (f'Scoring with {best_dir}, the epoch selected on validation ({record["epoch"] + 1} '
+          f'of {trained.train.epochs}): {" + ".join(trained.model.backbones)} trained on '
+          f'{" + ".join(trained.data.modalities)}, {trained.data.image_size}x'
+          f'{trained.data.image_size} images ({trained.data.resize}).')
+
+
 def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> dict:
   """Scores `inputs` (files or folders) with the run in `workdir`; writes WORKDIR/predict/.
 
   With `with_gradcam`, each image also gets a Grad-CAM PNG in
   WORKDIR/predict/gradcam/, named in its row with each backbone's share of the
-  evidence (in the JSON).
+  evidence (in the JSON). Raises PredictionError, and writes nothing, when
+  not one image can be scored.
   """
   if not inputs:
     raise errors.UserError('--mode=predict needs --input=PATH (a file or folder; repeat the '
                            'flag for more).')
   workdir = os.path.abspath(workdir)
+  output_dir = os.path.join(workdir, PREDICT_DIR)
   run = checkpoints.open_trained_run(workdir)
   record = run.best_record()
   trained = ml_collections.ConfigDict(record['config'])
+  logging.info('%s', _describe(
+      record, trained, os.path.join(workdir, checkpoints.BEST_DIR, str(record['epoch']))))
   files, problems = input_files(inputs)
-  images, rows, unreadable = resize.read_resized(files, trained.data)
-  problems += unreadable
+  if not files:
+    raise _nothing_scored(inputs, problems, output_dir)
 
   data_parallel = parallel.DataParallel()
   model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
@@ -85,6 +157,11 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
       data_parallel.mesh)
   state, _ = run.restore_best(template)
   run.close()
+  images, rows, unreadable = resize.read_resized(files, trained.data)
+  problems = [{'path': problem['path'], 'reason': _reason(problem)}
+              for problem in unreadable + problems]
+  if not rows:
+    raise _nothing_scored(inputs, problems, output_dir)
   eval_fn = data_parallel.compile_eval_step()
   devices = data_parallel.device_count
   batch_size = -(-trained.train.batch_size // devices) * devices
@@ -109,23 +186,30 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
                                                                         temperature))
     row['decision'] = 'COVID' if probability >= threshold else 'normal'
 
-  output_dir = os.path.join(workdir, PREDICT_DIR)
   os.makedirs(output_dir, exist_ok=True)
-  if with_gradcam and rows:
+  if with_gradcam:
     _explain(model, train.host_variables(state), images, rows,
              os.path.join(output_dir, explain.GRADCAM_DIR), batch_size)
-  with open(os.path.join(output_dir, 'predictions.csv'), 'w', newline='') as f:
+  result = {'checkpoint_epoch': record['epoch'], 'threshold': threshold,
+            'temperature': temperature, 'predictions': rows, 'unreadable': problems}
+
+  def write_csv(f: TextIO) -> None:
     writer = csv.DictWriter(f, CSV_FIELDS if with_gradcam else CSV_FIELDS[:-1],
                             extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
-  result = {'checkpoint_epoch': record['epoch'], 'threshold': threshold,
-            'temperature': temperature, 'predictions': rows, 'unreadable': problems}
-  with open(os.path.join(output_dir, 'predictions.json'), 'w') as f:
-    json.dump(result, f, indent=1)
+    writer.writerows({'path': problem['path'], 'problem': problem['reason']}
+                     for problem in problems)
+
+  csv_path = os.path.join(output_dir, CSV_FILE)
+  _replace_files({csv_path: write_csv,
+                  os.path.join(output_dir, JSON_FILE): lambda f: json.dump(result, f, indent=1)})
   for problem in problems:
-    logging.warning('Skipped %s: %s', problem['path'], problem['reason'])
+    logging.warning('Not scored: %s: %s', problem['path'], problem['reason'])
+  if problems:
+    logging.warning('%d files were not scored (listed in %s with the problem): fix or remove '
+                    'each, or leave it out of --input.', len(problems), csv_path)
   logging.info('Scored %d images (%d COVID at threshold %.4f), skipped %d; wrote %s.',
                len(rows), sum(row['decision'] == 'COVID' for row in rows), threshold,
-               len(problems), os.path.join(output_dir, 'predictions.csv'))
+               len(problems), csv_path)
   return result
