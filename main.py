@@ -77,8 +77,10 @@ def main(argv: list[str]) -> None:
   if config is None:
     if _MODE.value != 'predict':
       raise app.UsageError(f'--mode={_MODE.value} needs --config, e.g. --config=configs/hybrid.py.')
-    config = default.get_config()  # The run's own config comes from its checkpoint.
-  logging.info('Config:\n%s', config)
+    # The run's own config comes from its checkpoint, and predict logs it.
+    config = default.get_config()
+  else:
+    logging.info('Config:\n%s', config)
   setup_jax(config)
   try:
     if _MODE.value in ('train', 'evaluate'):
