@@ -1,5 +1,7 @@
 import os
 import shutil
+import sys
+import types
 
 import flax.linen as nn
 import jax
@@ -95,3 +97,86 @@ def test_a_best_save_lost_in_a_crash_is_recovered_from_the_latest(tmp_path):
   _assert_same(best, states[1])
   assert record['epoch'] == 1
   reopened.close()
+
+
+def _damage(directory):
+  """Flips bytes in the middle of every file of a checkpoint's state."""
+  for root, _, files in os.walk(directory / 'state'):
+    for name in files:
+      with open(os.path.join(root, name), 'r+b') as f:
+        data = bytearray(f.read())
+        middle = len(data) // 2
+        data[middle:middle + 16] = bytes(byte ^ 0xff for byte in data[middle:middle + 16])
+        f.seek(0)
+        f.write(data)
+
+
+def _saved(tmp_path, metrics, keep=3):
+  run = checkpoints.RunCheckpoints(str(tmp_path), keep=keep)
+  for epoch, metric in enumerate(metrics):
+    run.save(epoch, _state(epoch), {}, metric)
+  run.wait()
+  return run
+
+
+def test_a_damaged_best_checkpoint_names_itself_and_the_copy_that_replaces_it(tmp_path):
+  run = _saved(tmp_path, [0.5, 0.9])
+  _damage(tmp_path / 'best' / '1')
+  with pytest.raises(checkpoints.CheckpointError) as raised:
+    run.restore_best(_state(99))
+  best, latest = tmp_path / 'best' / '1', tmp_path / 'checkpoints'
+  assert str(raised.value).startswith(
+      f'The selected checkpoint {best} (epoch 2) cannot be restored (Orbax says: ')
+  assert str(raised.value).endswith(
+      f'{latest} holds epochs 1, 2, the selected one among them: replace the damaged copy '
+      f'with it (rm -r {best} && cp -r {latest}/1 {best}), or train again with a new '
+      '--workdir.')
+  assert '\n' not in str(raised.value) and 'tensorstore_spec' not in str(raised.value)
+  run.close()
+  # The advice works.
+  shutil.rmtree(best)
+  shutil.copytree(latest / '1', best)
+  reopened = checkpoints.RunCheckpoints(str(tmp_path))
+  state, record = reopened.restore_best(_state(99))
+  _assert_same(state, _state(1))
+  assert record['epoch'] == 1
+  reopened.close()
+
+
+def test_a_damaged_best_checkpoint_no_longer_among_the_latest_names_the_newest(tmp_path):
+  run = _saved(tmp_path, [0.9, 0.5, 0.6], keep=2)
+  _damage(tmp_path / 'best' / '0')
+  with pytest.raises(checkpoints.CheckpointError) as raised:
+    run.restore_best(_state(99))
+  latest = tmp_path / 'checkpoints'
+  assert str(raised.value).endswith(
+      f'{latest} holds epochs 2, 3, not the selected one: put one in its place, e.g. the '
+      f'newest (rm -r {tmp_path}/best/0 && cp -r {latest}/2 {tmp_path}/best/2), knowing '
+      'that validation did not select it and the report is not about it, or train again '
+      'with a new --workdir.')
+  run.close()
+  shutil.rmtree(latest)
+  reopened = checkpoints.RunCheckpoints(str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointError, match=(
+      f'{latest} holds no other checkpoint: train again with a new --workdir.$')):
+    reopened.restore_best(_state(99))
+  reopened.close()
+
+
+def test_reads_left_pending_by_a_failed_restore_report_nothing(tmp_path, monkeypatch):
+  run = _saved(tmp_path, [0.9])
+  _damage(tmp_path / 'best' / '0')
+  reported = []
+  monkeypatch.setattr(sys, 'unraisablehook', reported.append)
+  with pytest.raises(checkpoints.CheckpointError):
+    run.restore_best(_state(99))
+  run.close()
+
+  def unraisable(error):
+    return types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None,
+                                 err_msg=None, object=None)
+
+  closed, other = RuntimeError('Event loop is closed'), RuntimeError('something else')
+  sys.unraisablehook(unraisable(closed))
+  sys.unraisablehook(unraisable(other))
+  assert [report.exc_value for report in reported] == [other]
