@@ -182,9 +182,9 @@ class RunCheckpoints:
       try:
         return self._restore(self._latest, step, target)
       except Exception as error:  # Orbax raises many types for damaged files.
-        logging.warning('Checkpoint of epoch %d in %s cannot be restored (%s: %s); '
+        logging.warning('Checkpoint of epoch %d in %s cannot be restored (Orbax says: %s); '
                         'deleting it and trying the one before.', step + 1,
-                        self._latest.directory, type(error).__name__, error)
+                        self._latest.directory, _cause(error))
         # Orbax saves no step at or below its latest: the epoch could not be saved again.
         self._latest.delete(step)
     if steps:
