@@ -1,0 +1,153 @@
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hybridcovid import experiment, predict
+import data_trees
+import test_experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+  """A one-epoch ResNet50 run (`work/`) on 16 images of 32x32 (`images/`); bad files
+  (`bad/`) and an empty folder (`empty/`)."""
+  root = tmp_path_factory.mktemp('predict')
+  data_trees.write_folder(str(root / 'images'), patients_per_stratum=4, images_per_patient=1)
+  config = test_experiment._config(root, epochs=1)
+  config.data.split_fractions = (0.5, 0.25, 0.25)
+  config.eval.bootstrap_resamples = 10
+  config.eval.gradcam_per_outcome = 0
+  experiment.train_and_evaluate(config, str(root / 'work'))
+  (root / 'bad').mkdir()
+  (root / 'bad' / 'notes.txt').write_text('not an image')
+  (root / 'bad' / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(20))
+  (root / 'empty').mkdir()
+  return root
+
+
+def _main(root, *inputs, mode='predict'):
+  flags = [f'--input={path}' for path in inputs]
+  if mode == 'evaluate':
+    flags = ['--config=configs/pooled_resnet50.py']
+  return subprocess.run([sys.executable, 'main.py', f'--mode={mode}', f'--workdir={root}/work',
+                         *flags], cwd=ROOT, capture_output=True, text=True)
+
+
+def _results(root) -> dict:
+  """The bytes of each file in WORKDIR/predict/."""
+  folder = root / 'work' / predict.PREDICT_DIR
+  return {path.name: path.read_bytes() for path in folder.iterdir()} if folder.is_dir() else {}
+
+
+def test_nothing_to_score_exits_with_one_line_naming_the_inputs(root):
+  before = _results(root)
+  result = _main(root, root / 'missing.png', root / 'empty')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: Nothing to score: {root}/missing.png: no such file or folder; {root}/empty: a '
+      'folder without files. Name PNG, JPEG or DICOM files, or folders holding them, with '
+      f'--input. Nothing was written to {root}/work/predict.')
+  assert 'Traceback' not in result.stderr
+  assert _results(root) == before
+
+
+def test_a_failed_run_leaves_the_previous_results_as_they_were(root, monkeypatch):
+  workdir = str(root / 'work')
+  predict.predict(workdir, [str(root / 'images' / 'cxr' / 'COVID')])
+  before = _results(root)
+  assert set(before) == {'predictions.csv', 'predictions.json'}
+  with pytest.raises(predict.PredictionError, match=(
+      f'^Nothing to score: {root}/bad/broken.png: truncated or corrupt PNG .*; '
+      f'{root}/bad/notes.txt: not a PNG, JPEG or DICOM file .*Fix or replace the files that '
+      'cannot be read, or name others with --input.')):
+    predict.predict(workdir, [str(root / 'bad')])
+  assert _results(root) == before
+
+  def fail(*args, **kwargs):
+    raise OSError('No space left on device')
+
+  monkeypatch.setattr(predict.json, 'dump', fail)  # The CSV is written, the JSON is not.
+  with pytest.raises(OSError, match='No space left'):
+    predict.predict(workdir, [str(root / 'images' / 'ct')])
+  assert _results(root) == before  # No new CSV, no temporary file left.
+
+
+def test_unreadable_files_are_rows_of_the_csv_with_advice_for_prediction(root, caplog):
+  inputs = [root / 'images' / 'cxr' / 'Normal', root / 'bad', root / 'missing.png']
+  result = predict.predict(str(root / 'work'), [str(path) for path in inputs])
+  with open(root / 'work' / 'predict' / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [os.path.relpath(row['path'], root) for row in rows] == [
+      'images/cxr/Normal/0_0.png', 'images/cxr/Normal/1_0.png', 'images/cxr/Normal/2_0.png',
+      'images/cxr/Normal/3_0.png', 'bad/broken.png', 'bad/notes.txt', 'missing.png']
+  assert all(row['problem'] == '' and row['decision'] in ('COVID', 'normal')
+             for row in rows[:4])
+  problems = {os.path.basename(row['path']): row['problem'] for row in rows[4:]}
+  assert problems == {
+      'broken.png': 'truncated or corrupt PNG (Pillow says: cannot identify image file).',
+      'notes.txt': "not a PNG, JPEG or DICOM file (it starts with b'not an i').",
+      'missing.png': 'no such file or folder'}
+  assert all(row['probability'] == row['calibrated_probability'] == row['decision'] == ''
+             for row in rows[4:])
+  assert {os.path.basename(problem['path']): problem['reason']
+          for problem in result['unreadable']} == problems
+  warnings = [record.getMessage() for record in caplog.records if record.levelname == 'WARNING']
+  assert 'skip_bad' not in ' '.join(warnings)
+  for row in rows[4:]:
+    [line] = [line for line in warnings if row['path'] in line]
+    assert line == f'Not scored: {row["path"]}: {row["problem"]}'
+  assert (f'3 files were not scored (listed in {root}/work/predict/predictions.csv with the '
+          'problem): fix or remove each, or leave it out of --input.') in warnings
+
+
+@contextlib.contextmanager
+def _damaged(checkpoint):
+  """Flips bytes in the middle of each array file of `checkpoint`, and back after."""
+  paths = [os.path.join(folder, name) for folder, _, names in os.walk(checkpoint / 'state')
+           for name in names if os.path.basename(folder) == 'd']  # OCDBT's data files.
+
+  def flip():
+    for path in paths:
+      with open(path, 'r+b') as f:
+        f.seek(os.path.getsize(path) // 2)
+        data = f.read(16)
+        f.seek(-len(data), os.SEEK_CUR)
+        f.write(bytes(byte ^ 0xff for byte in data))
+
+  flip()
+  try:
+    yield
+  finally:
+    flip()
+
+
+def test_a_damaged_checkpoint_ends_in_one_line_that_names_it_and_the_fix(root):
+  best, latest = root / 'work' / 'best' / '0', root / 'work' / 'checkpoints'
+  with _damaged(best):
+    for result in (_main(root, root / 'images'), _main(root, mode='evaluate')):
+      assert result.returncode == 1
+      lines = result.stderr.strip().splitlines()
+      assert lines[-1].startswith(
+          f'error: The selected checkpoint {best} (epoch 1) cannot be restored (Orbax says: ')
+      assert lines[-1].endswith(
+          f'{latest} holds epoch 1, the selected one among them: replace the damaged copy with '
+          f'it (rm -r {best} && cp -r {latest}/0 {best}), or train again with a new --workdir.')
+      assert 'Traceback' not in result.stderr
+      assert 'Event loop is closed' not in result.stderr
+
+
+def test_predict_logs_the_checkpoint_not_the_default_config(root):
+  result = _main(root, root / 'images' / 'ct' / 'COVID' / '0_0.png')
+  assert result.returncode == 0, result.stderr
+  assert 'Config:' not in result.stderr and 'epochs: 100' not in result.stderr
+  assert (f'Scoring with {root}/work/best/0, the epoch selected on validation (1 of 1): '
+          'resnet50 trained on cxr + ct, 32x32 images (pad).') in result.stderr
+  with open(root / 'work' / 'predict' / 'predictions.json') as f:
+    assert len(json.load(f)['predictions']) == 1
