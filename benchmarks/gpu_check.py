@@ -36,12 +36,13 @@ from configs import default
 from hybridcovid import benchmark
 # pylint: enable=wrong-import-position
 
-HYBRID = ('resnet50', 'efficientnetb0')
-BACKBONES = ('resnet50', 'efficientnetb0')
+BACKBONES = ('resnet50', 'efficientnetb0')  # Alone, and together: the hybrid.
 RESULTS_JSON = 'gpu_check.json'
 RESULTS_MARKDOWN = 'gpu_check.md'
 # Seconds kept back from the budget for writing results and stopping cleanly.
 STOP_MARGIN_SECONDS = 15.0
+# A case with less time left than this is skipped, not started to time out.
+MINIMUM_CASE_SECONDS = 30.0
 
 
 def cases(dry_run: bool) -> list[dict]:
@@ -50,11 +51,11 @@ def cases(dry_run: bool) -> list[dict]:
     return max(size // 32, 2) if dry_run else size
 
   listed = [
-      {'name': 'hybrid train', 'backbones': HYBRID, 'mode': 'train', 'batch_size': batch(128),
+      {'name': 'hybrid train', 'backbones': BACKBONES, 'mode': 'train', 'batch_size': batch(128),
        'dtype': 'bfloat16', 'cap': 240},
-      {'name': 'hybrid inference', 'backbones': HYBRID, 'mode': 'inference',
+      {'name': 'hybrid inference', 'backbones': BACKBONES, 'mode': 'inference',
        'batch_size': batch(128), 'dtype': 'bfloat16', 'cap': 150},
-      {'name': 'correctness', 'cap': 150},
+      {'name': 'correctness', 'cap': 180},
   ]
   for mode in ('train', 'inference'):
     for backbone in BACKBONES:
@@ -67,7 +68,6 @@ def cases(dry_run: bool) -> list[dict]:
 def benchmark_config(backbones: tuple[str, ...], image_size: int, dry_run: bool):
   config = default.experiment(backbones, ('cxr', 'ct'))
   config.data.image_size = image_size
-  config.compilation_cache_dir = ''
   config.benchmark.warmup_steps = 1 if dry_run else 3
   config.benchmark.steps = 1 if dry_run else 10
   return config
@@ -79,8 +79,12 @@ def relative_error(actual, expected) -> float:
   return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
-def correctness(image_size: int, batch_size: int) -> dict:
-  """Features on the default backend against the CPU backend, and pmap against shard_map."""
+def correctness(image_size: int, batch_size: int) -> None:
+  """Features on the default backend against the CPU backend, and pmap against shard_map.
+
+  Prints the results so far as a JSON line after each part, so that a part cut
+  short by the time cap leaves the ones before it.
+  """
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -104,9 +108,13 @@ def correctness(image_size: int, batch_size: int) -> dict:
     # Momentum 0: one training pass sets the running statistics to the images' own,
     # so inference normalises every layer as a trained network would.
     calibrating = models.create_backbone(arch, batchnorm_momentum=0.0)
-    variables = calibrating.init(jax.random.key(0), images[:1])
-    with nn.intercept_methods(without_dropout):
-      _, updates = calibrating.apply(variables, images, train=True, mutable=['batch_stats'])
+    variables = jax.jit(calibrating.init)(jax.random.key(0), images[:1])
+    @jax.jit
+    def calibrated_statistics(variables, images):
+      with nn.intercept_methods(without_dropout):
+        return calibrating.apply(variables, images, train=True, mutable=['batch_stats'])[1]
+
+    updates = calibrated_statistics(variables, images)
     variables = {'params': variables['params'], 'batch_stats': updates['batch_stats']}
     features = {}
     for name, device, conv_impl in (('default', None, 'auto'), ('cpu', cpu, 'cpu'),
@@ -121,13 +129,12 @@ def correctness(image_size: int, batch_size: int) -> dict:
         'default_vs_cpu_xla': relative_error(features['default'], features['cpu_xla']),
         # Above 0.1: the features depend on the image, so the comparison means something.
         'input_sensitivity': relative_error(other, features['default'])}
+    sys.stdout.write(json.dumps(result) + '\n')
+    sys.stdout.flush()
 
-  rng = np.random.default_rng(1)
-  batch = {'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
-           'label': rng.integers(0, 2, batch_size).astype(np.int32),
-           'weight': np.ones(batch_size, np.float32), 'mask': np.ones(batch_size, bool)}
+  batch = benchmark.synthetic_batch(batch_size, image_size)
   model = models.HybridClassifier(dropout_rate=0.0, axis_name=train.BATCH_AXIS)
-  init = models.HybridClassifier().init(jax.random.key(0), batch['image'][:1])
+  init = jax.jit(models.HybridClassifier().init)(jax.random.key(0), batch['image'][:1])
   params = {}
   for mode in parallel.PARALLEL_MODES:
     data_parallel = parallel.DataParallel(mode)
@@ -140,7 +147,7 @@ def correctness(image_size: int, batch_size: int) -> dict:
         train.host_variables(data_parallel.logical_state(state)))])
   result['pmap_vs_shard_map_after_3_steps'] = relative_error(params['pmap'],
                                                              params['shard_map'])
-  return result
+  sys.stdout.write(json.dumps(result) + '\n')
 
 
 def _mfu(measurement: dict, flops_per_image: float | None, peak: float | None
@@ -163,7 +170,7 @@ def _summary_lines(results: dict) -> list[str]:
   for case in results['cases']:
     if case['name'] == 'correctness':
       continue
-    ours = case.get('ours', {})
+    ours = case.get('ours', {'skipped': case.get('skipped', '-')})
     peer = case.get('peers', {}).get('pytorch', {})
     rate = ours.get('images_per_second', {}).get('median')
     peer_rate = peer.get('images_per_second', {}).get('median')
@@ -177,18 +184,22 @@ def _summary_lines(results: dict) -> list[str]:
         f'{rate / peer_rate:.2f}x' if rate and peer_rate else '-']) + ' |')
   for case in results['cases']:
     if case['name'] == 'correctness':
-      lines += ['', '## Correctness', '', '```', json.dumps(case['result'], indent=1), '```']
+      outcome = case.get('result', {'skipped': case.get('skipped')})
+      lines += ['', '## Correctness', '', '```', json.dumps(outcome, indent=1), '```']
   return lines
 
 
+def _write(path: str, text: str) -> None:
+  """Replaces `path` whole, through a temporary file: never half-written."""
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+
+
 def _save(out: str, results: dict) -> None:
-  """Rewrites both result files whole, each through a temporary file: never half-written."""
-  for name, text in ((RESULTS_JSON, json.dumps(results, indent=1)),
-                     (RESULTS_MARKDOWN, '\n'.join(_summary_lines(results)) + '\n')):
-    path = os.path.join(out, name)
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+  """The JSON first, so that the numbers are kept whatever happens to the table."""
+  _write(os.path.join(out, RESULTS_JSON), json.dumps(results, indent=1))
+  _write(os.path.join(out, RESULTS_MARKDOWN), '\n'.join(_summary_lines(results)) + '\n')
 
 
 def run_check(out: str, dry_run: bool, budget_seconds: float) -> dict:
@@ -196,14 +207,13 @@ def run_check(out: str, dry_run: bool, budget_seconds: float) -> dict:
   deadline = time.monotonic() + budget_seconds - STOP_MARGIN_SECONDS
   image_size = 32 if dry_run else 224
   os.makedirs(out, exist_ok=True)
-  environment = benchmark.environment()
-  environment['device_peak_flops_per_second'] = {
-      dtype: benchmark.device_peak(dtype) for dtype in ('float32', 'bfloat16')}
+  # Measured in a process of its own: JAX here would hold most of the GPU's memory.
+  environment = benchmark.measure_environment((), 120)
   results = {'dry_run': dry_run, 'image_size': image_size, 'environment': environment,
              'cases': []}
   for case in cases(dry_run):
     remaining = deadline - time.monotonic()
-    if remaining < 10:
+    if remaining < MINIMUM_CASE_SECONDS:
       results['cases'].append({**case, 'skipped': 'the time budget was spent'})
       continue
     timeout = min(case['cap'], remaining)
@@ -241,7 +251,7 @@ def main() -> None:
   parser.add_argument('--batch_size', type=int, default=8)
   arguments = parser.parse_args()
   if arguments.correctness:
-    sys.stdout.write(json.dumps(correctness(arguments.image_size, arguments.batch_size)) + '\n')
+    correctness(arguments.image_size, arguments.batch_size)
     return
   if not arguments.out:
     parser.error('--out is required')

@@ -185,7 +185,8 @@ def measure_case(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
 def run_process(command: list[str], timeout: float) -> dict:
   """Runs one measuring process; its result is the last line of its stdout.
 
-  On timeout the process and everything it started (compiler workers) are killed.
+  On timeout the process and everything it started (compiler workers) are killed, and
+  the last line it printed, if any, is kept beside the error.
   """
   environment = {**os.environ, 'PYTHONPATH': os.pathsep.join(
       filter(None, [REPO_DIR, os.environ.get('PYTHONPATH')]))}
@@ -196,8 +197,11 @@ def run_process(command: list[str], timeout: float) -> dict:
     stdout, stderr = process.communicate(timeout=max(timeout, 1))
   except subprocess.TimeoutExpired:
     os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
-    return {'error': f'timed out after {timeout:.0f} s'}
+    stdout, _ = process.communicate()
+    lines = stdout.strip().splitlines()
+    # A process that reports as it goes keeps what it had reported.
+    partial = json.loads(lines[-1]) if lines else {}
+    return {**partial, 'error': f'timed out after {timeout:.0f} s'}
   lines = stdout.strip().splitlines()
   if process.returncode or not lines:
     tail = ' | '.join(stderr.strip().splitlines()[-3:])
@@ -245,11 +249,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              f'choose from {MODES}.')
   name = model_name(config.model.backbones)
   result = {'model': name, 'image_size': config.data.image_size,
-            'environment': environment(), 'cases': []}
-  result['environment']['matmul_flops_per_second'] = {
-      dtype: _matmul_ceiling(dtype) for dtype in settings.dtypes}
-  result['environment']['device_peak_flops_per_second'] = {
-      dtype: device_peak(dtype) for dtype in settings.dtypes}
+            'environment': measure_environment(settings.dtypes, settings.timeout_seconds),
+            'cases': []}
   for mode in settings.modes:
     for batch_size in settings.batch_sizes:
       for dtype in settings.dtypes:
@@ -342,9 +343,29 @@ def markdown(result: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def measure_environment(ceiling_dtypes: tuple[str, ...], timeout: float) -> dict:
+  """`environment()` with the matrix-product ceiling of each of `ceiling_dtypes` and the
+  device's peak FLOP/s, measured in a process of its own: a parent that used the GPU
+  would hold most of its memory (JAX preallocates) while the cases run."""
+  measured = run_process([sys.executable, '-m', 'hybridcovid.benchmark',
+                          json.dumps({'environment': list(ceiling_dtypes)})], timeout)
+  if 'error' in measured:
+    raise errors.UserError(f'The benchmark could not start JAX on this machine: '
+                           f'{measured["error"]}')
+  return measured
+
+
 def main() -> None:
-  """Measures one case, given as JSON in argv[1], and prints the result as JSON."""
+  """Measures one case (or the environment), given as JSON in argv[1]; prints JSON."""
   request = json.loads(sys.argv[1])
+  if 'environment' in request:
+    dtypes = request['environment']
+    timing.print_result({
+        **environment(),
+        'matmul_flops_per_second': {dtype: _matmul_ceiling(dtype) for dtype in dtypes},
+        'device_peak_flops_per_second': {dtype: device_peak(dtype)
+                                         for dtype in ('float32', 'bfloat16')}})
+    return
   config = ml_collections.ConfigDict(json.loads(request['config']))
   timing.print_result(measure(config, request['mode'], request['batch_size'],
                               request['dtype']))

@@ -288,9 +288,9 @@ class _Summaries:
       self._writer.close()
 
 
-def _create_state(config, model, optimizer, mesh, run: checkpoints.RunCheckpoints):
-  """The latest checkpoint's state and record, or a fresh state and None."""
-  abstract = train.abstract_train_state(model, optimizer, config.data.image_size, mesh)
+def _create_state(config, model, optimizer, abstract, mesh, run: checkpoints.RunCheckpoints):
+  """The latest checkpoint's state and record, or a fresh state and None; both shaped like
+  `abstract` (`train.abstract_train_state`), replicated over `mesh`."""
   restored = run.restore_latest(abstract)
   if restored is not None:
     run.recover_best(abstract)
@@ -325,7 +325,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   learning_rate = optimizers.learning_rate_schedule(config.train, stream.steps_per_epoch)
   run = checkpoints.RunCheckpoints(workdir)
   record = _run_record(config, workdir, _write_inputs(workdir, data))
-  state, previous = _create_state(config, model, optimizer, data_parallel.mesh, run)
+  abstract = train.abstract_train_state(model, optimizer, config.data.image_size,
+                                        data_parallel.mesh)
+  state, previous = _create_state(config, model, optimizer, abstract, data_parallel.mesh, run)
   state = data_parallel.device_state(state)
   history = []
   if previous is not None:
@@ -402,9 +404,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              None if np.isnan(selection) else float(selection))
   summaries.close()
   run.wait()
-  return _evaluate_and_report(config, workdir, run, data_parallel.logical_state(state),
-                              stream, data_parallel, report.REPORT_DIR, data, history,
-                              TRAINED_PROVENANCE)
+  del state  # Its device buffers, before the best checkpoint is restored beside it.
+  return _evaluate_and_report(config, workdir, run, abstract, stream, data_parallel,
+                              report.REPORT_DIR, data, history, TRAINED_PROVENANCE)
 
 
 def _folder_name(source: str) -> str:

@@ -50,13 +50,14 @@ def test_unknown_mode_names_the_choices():
 def test_pmap_state_has_a_device_axis_and_returns_to_one_logical_copy():
   data_parallel = parallel.DataParallel('pmap')
   state = _state(data_parallel)
+  devices = data_parallel.device_count
   kernel = state.params['Dense_0']['kernel']
-  assert kernel.shape == (1, 48, 4) and state.step.shape == (1,)
+  assert kernel.shape == (devices, 48, 4) and state.step.shape == (devices,)
   logical = data_parallel.logical_state(state)
   assert logical.params['Dense_0']['kernel'].shape == (48, 4)
   np.testing.assert_array_equal(logical.params['Dense_0']['kernel'], kernel[0])
-  batch = data_parallel.device_batch(_batch(6))
-  assert batch['image'].shape == (1, 6, 4, 4, 3) and batch['label'].shape == (1, 6)
+  batch = data_parallel.device_batch(_batch(6 * devices))
+  assert batch['image'].shape == (devices, 6, 4, 4, 3) and batch['label'].shape == (devices, 6)
 
 
 @pytest.mark.parametrize('mode', parallel.PARALLEL_MODES)
