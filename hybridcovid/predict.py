@@ -31,7 +31,6 @@ JSON_FILE = 'predictions.json'
 CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision',
               'problem', 'gradcam')
 MISSING = 'no such file or folder'
-_TRAINING_HINT = '--config.data.skip_bad'  # decode's advice, which applies to training only.
 _SHOWN_PROBLEMS = 3
 
 
@@ -69,19 +68,6 @@ def _explain(model, variables, images, rows, output_dir, batch_size) -> None:
     for row, name, image_shares in zip(batch_rows, names, shares):
       row['gradcam'] = os.path.join(explain.GRADCAM_DIR, name)
       row['evidence_shares'] = image_shares
-
-
-def _reason(problem: dict) -> str:
-  """Why a file could not be read, without its path and without advice meant for training."""
-  path, reason = problem['path'], problem['reason']
-  if reason.startswith(f'{path}: '):
-    reason = reason[len(path) + 2:]
-  reason = reason.replace(f' {path!r}', '')  # Pillow's message names the file too.
-  hint = reason.find(_TRAINING_HINT)
-  if hint >= 0:
-    sentence_end = reason.rfind('. ', 0, hint)
-    reason = reason[:sentence_end + 1] if sentence_end >= 0 else reason
-  return reason
 
 
 def _nothing_scored(inputs: Sequence[str], problems: list[dict], output_dir: str
@@ -158,8 +144,7 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
   state, _ = run.restore_best(template)
   run.close()
   images, rows, unreadable = resize.read_resized(files, trained.data)
-  problems = [{'path': problem['path'], 'reason': _reason(problem)}
-              for problem in unreadable + problems]
+  problems = unreadable + problems
   if not rows:
     raise _nothing_scored(inputs, problems, output_dir)
   eval_fn = data_parallel.compile_eval_step()

@@ -46,7 +46,15 @@ _SIXTEEN_BIT_GREY_MODES = ('I;16', 'I;16B', 'I;16L', 'I')
 
 
 class BadImageError(errors.UserError):
-  """An image file that cannot be used; the message names the file, the reason and what to do."""
+  """An image file that cannot be used; the message names the file, the reason and what to do.
+
+  `path` and `reason` (a sentence) are kept apart too, for callers whose advice
+  differs from a training run's (prediction).
+  """
+
+  def __init__(self, path: str, reason: str, fix: str = ''):
+    self.path, self.reason = path, f'{reason}.'
+    super().__init__(f'{path}: {self.reason}' + (f' {fix}, or {_SKIP_BAD_HINT}' if fix else ''))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +95,7 @@ def read_image(
     with open(path, 'rb') as file:
       header = file.read(_HEADER_SIZE)
   except FileNotFoundError as error:
-    raise BadImageError(f'{path}: no such file.') from error
+    raise BadImageError(path, 'no such file') from error
 
   if header.startswith(_PNG_MAGIC):
     bits = 16 if header[_PNG_BIT_DEPTH_OFFSET:_PNG_BIT_DEPTH_OFFSET + 1] == b'\x10' else 8
@@ -105,9 +113,8 @@ def read_image(
 
 def _not_an_image_error(path: str, header: bytes) -> BadImageError:
   start = f'it starts with {header[:8]!r}' if header else 'it is empty'
-  return BadImageError(
-      f'{path}: not a PNG, JPEG or DICOM file ({start}). Remove it from the '
-      f'data folder, or {_SKIP_BAD_HINT}')
+  return BadImageError(path, f'not a PNG, JPEG or DICOM file ({start})',
+                       'Remove it from the data folder')
 
 
 def _read_with_pillow(path: str, file_format: str, bits: int) -> tuple[np.ndarray, ImageInfo]:
@@ -125,9 +132,11 @@ def _read_with_pillow(path: str, file_format: str, bits: int) -> tuple[np.ndarra
       else:  # Palette, CMYK, 1-bit and other modes.
         rgb = np.asarray(image.convert('RGB'))
   except (OSError, SyntaxError, ValueError, EOFError) as error:
+    # Pillow's message names the file too.
+    pillow_says = str(error).replace(f' {path!r}', '')
     raise BadImageError(
-        f'{path}: truncated or corrupt {file_format.upper()} (Pillow says: '
-        f'{error}). Replace the file, or {_SKIP_BAD_HINT}') from error
+        path, f'truncated or corrupt {file_format.upper()} (Pillow says: {pillow_says})',
+        'Replace the file') from error
   height, width = rgb.shape[:2]
   return rgb, ImageInfo(file_format, height, width, mode, bits)
 
@@ -137,9 +146,8 @@ def _read_dicom_dataset(path: str) -> pydicom.Dataset:
   try:
     return pydicom.dcmread(path)
   except Exception as error:  # pydicom raises many types for bad files.
-    raise BadImageError(
-        f'{path}: unreadable DICOM file (pydicom says: {error}). Replace the '
-        f'file, or {_SKIP_BAD_HINT}') from error
+    raise BadImageError(path, f'unreadable DICOM file (pydicom says: {error})',
+                        'Replace the file') from error
 
 
 def _read_dicom_without_preamble(path: str, header: bytes) -> pydicom.Dataset:
@@ -167,15 +175,12 @@ def _decode_dicom(
 ) -> tuple[np.ndarray, ImageInfo]:
   """Converts a single-frame DICOM image to (H, W, 3) uint8."""
   if 'PixelData' not in dataset:
-    raise BadImageError(
-        f'{path}: DICOM file without pixel data (it may be a report or a '
-        f'structured document). Remove it from the data folder, or '
-        f'{_SKIP_BAD_HINT}')
+    raise BadImageError(path, 'DICOM file without pixel data (it may be a report or a '
+                        'structured document)', 'Remove it from the data folder')
   frames = int(dataset.get('NumberOfFrames') or 1)
   if frames > 1:
-    raise BadImageError(
-        f'{path}: DICOM file with {frames} frames; only single-frame images '
-        f'are supported. Export one frame per file, or {_SKIP_BAD_HINT}')
+    raise BadImageError(path, f'DICOM file with {frames} frames; only single-frame images '
+                        'are supported', 'Export one frame per file')
   photometric = str(dataset.get('PhotometricInterpretation', ''))
   is_ct = modality == 'ct' or dataset.get('Modality') == 'CT'
   try:
@@ -193,9 +198,8 @@ def _decode_dicom(
       rgb = _grey_to_rgb(grey)
     bits = int(dataset.BitsStored)
   except Exception as error:  # pydicom raises many types for bad pixel data.
-    raise BadImageError(
-        f'{path}: cannot decode the DICOM pixel data (pydicom says: {error}). '
-        f'Replace the file, or {_SKIP_BAD_HINT}') from error
+    raise BadImageError(path, f'cannot decode the DICOM pixel data (pydicom says: {error})',
+                        'Replace the file') from error
   height, width = rgb.shape[:2]
   return rgb, ImageInfo('dicom', height, width, photometric, bits,
                        DICOM_MODALITIES.get(str(dataset.get('Modality', ''))))

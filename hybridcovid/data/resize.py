@@ -70,7 +70,8 @@ def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
 def read_resized(paths: Sequence[str], data_config: ml_collections.ConfigDict
                  ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
   """Model inputs as training resized them: (images, a row per readable file with its
-  path and modality, a problem per unreadable file with its path and the reason).
+  path and modality, a problem per unreadable file with its path and the reason, a
+  sentence without the path).
 
   Images are first bounded as preparation stored them; configs of runs that
   predate `max_stored_side` stored them whole.
@@ -82,7 +83,7 @@ def read_resized(paths: Sequence[str], data_config: ml_collections.ConfigDict
     try:
       image, info = decode.read_image(path, ct_window=window)
     except decode.BadImageError as error:
-      problems.append({'path': path, 'reason': str(error)})
+      problems.append({'path': path, 'reason': error.reason})
       continue
     images.append(resize(bounded(image, max_side), data_config.image_size, data_config.resize))
     rows.append({'path': path, 'modality': info.modality or 'unknown'})
