@@ -28,12 +28,17 @@ import os
 import sys
 import time
 
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_DIR)
 
 # pylint: disable=wrong-import-position
 from configs import default
-from hybridcovid import benchmark
+from hybridcovid import benchmark, models, parallel, train
 # pylint: enable=wrong-import-position
 
 BACKBONES = ('resnet50', 'efficientnetb0')  # Alone, and together: the hybrid.
@@ -74,7 +79,6 @@ def benchmark_config(backbones: tuple[str, ...], image_size: int, dry_run: bool)
 
 
 def relative_error(actual, expected) -> float:
-  import numpy as np  # pylint: disable=import-outside-toplevel
   actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
   return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
@@ -85,12 +89,6 @@ def correctness(image_size: int, batch_size: int) -> None:
   Prints the results so far as a JSON line after each part, so that a part cut
   short by the time cap leaves the ones before it.
   """
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
-  from hybridcovid import models, parallel, train  # pylint: disable=import-outside-toplevel
-
   jax.config.update('jax_default_matmul_precision', 'highest')
   cpu = jax.devices('cpu')[0]
   images = np.random.default_rng(0).integers(
