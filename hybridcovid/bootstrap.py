@@ -10,6 +10,18 @@ import numpy as np
 
 from hybridcovid import metrics
 
+# Below these, a bootstrap interval is too rough to trust: it can collapse to
+# a point (100.00-100.00) from a handful of images.
+MIN_IMAGES = 30
+MIN_IMAGES_PER_CLASS = 10
+
+
+def too_few_images(counts: dict[str, int]) -> bool:
+  """Whether a group's confusion `counts` (tp, fp, tn, fn) are too few for its intervals:
+  fewer than MIN_IMAGES images, or fewer than MIN_IMAGES_PER_CLASS of a class."""
+  covid, normal = counts['tp'] + counts['fn'], counts['tn'] + counts['fp']
+  return covid + normal < MIN_IMAGES or min(covid, normal) < MIN_IMAGES_PER_CLASS
+
 
 def patient_weights(patients: np.ndarray, resamples: int, seed: int) -> np.ndarray:
   """(resamples, images) weights: how often each image's patient was drawn."""

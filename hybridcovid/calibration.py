@@ -6,9 +6,17 @@ difference by one number T fitted to minimise the validation negative
 log-likelihood. The decision threshold is the highest one that reaches a
 target sensitivity on the validation split. Both are chosen without the
 test split and then applied to it unchanged.
+
+A temperature fitted on validation always lowers the validation loss, so that
+says nothing. Scaling is kept only where it helps images it was not fitted on:
+the validation patients are dealt into folds, each fold is scaled with the
+temperature fitted on the others, and both the log-loss and the calibration
+error must fall. Otherwise the raw probabilities are kept (temperature 1).
 """
 
 import numpy as np
+
+from hybridcovid import folds as folds_lib
 
 # Probabilities are clipped this far from 0 and 1 before taking logits.
 EPSILON = 1e-7
@@ -97,16 +105,69 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
   return float(np.sum(table['counts'][filled] * gaps) / max(len(probabilities), 1))
 
 
-def operating_point(labels: np.ndarray, probabilities: np.ndarray,
+def cross_validated_scaling(labels: np.ndarray, probabilities: np.ndarray,
+                            patients: np.ndarray, folds: int = folds_lib.FOLDS) -> dict | None:
+  """Log-loss and ECE of the raw probabilities and of out-of-fold scaled ones.
+
+  Each fold of patients (`folds.patient_folds`) is scaled with the temperature
+  fitted on the other folds. None when that cannot be done: fewer than two
+  patients, or one class only.
+  """
+  labels = np.asarray(labels, bool)
+  probabilities = np.asarray(probabilities, np.float64)
+  patients = np.asarray(patients).astype(str)
+  if len(np.unique(patients)) < 2 or labels.all() or not labels.any():
+    return None
+  splits = folds_lib.patient_folds(labels, patients, folds)
+  scaled = np.empty_like(probabilities)
+  for fitted_on, held_out in splits:
+    temperature = fit_temperature(labels[fitted_on], probabilities[fitted_on])
+    scaled[held_out] = apply_temperature(probabilities[held_out], temperature)
+  return {'folds': len(splits),
+          'nll_raw': negative_log_likelihood(labels, probabilities),
+          'nll_scaled': negative_log_likelihood(labels, scaled),
+          'ece_raw': expected_calibration_error(labels, probabilities),
+          'ece_scaled': expected_calibration_error(labels, scaled)}
+
+
+def _scaling_decision(checked: dict | None) -> tuple[bool, str]:
+  """Whether to scale, given `cross_validated_scaling`, and why, in a sentence."""
+  if checked is None:
+    return False, ('There are too few validation patients, or one class only, to check '
+                   'that temperature scaling helps images it was not fitted on, so the raw '
+                   'probabilities are kept.')
+  numbers = (f"cross-validated over {checked['folds']} folds of validation patients, "
+             f"log-loss {checked['nll_raw']:.4f} raw against {checked['nll_scaled']:.4f} "
+             f"scaled, calibration error {100 * checked['ece_raw']:.2f}% against "
+             f"{100 * checked['ece_scaled']:.2f}%")
+  if checked['nll_scaled'] < checked['nll_raw'] and checked['ece_scaled'] < checked['ece_raw']:
+    return True, f'Temperature scaling helps images it was not fitted on ({numbers}).'
+  return False, ('Temperature scaling does not help images it was not fitted on '
+                 f'({numbers}), so the raw probabilities are kept.')
+
+
+def operating_point(labels: np.ndarray, probabilities: np.ndarray, patients: np.ndarray,
                     target_sensitivity: float) -> dict:
-  """Temperature and decision threshold fitted on validation predictions, with their ECE."""
-  temperature = fit_temperature(labels, probabilities)
-  calibrated = apply_temperature(probabilities, temperature)
+  """Temperature and decision threshold fitted on validation predictions, with their ECE.
+
+  `temperature` is the one to apply: the fitted one where scaling helps out
+  of sample (`cross_validated_scaling`), else 1; `scaling` says which and why.
+  """
+  fitted = fit_temperature(labels, probabilities)
+  checked = cross_validated_scaling(labels, probabilities, patients)
+  used, reason = _scaling_decision(checked)
   threshold = threshold_for_sensitivity(labels, probabilities, target_sensitivity)
   positives = np.asarray(labels, bool)
-  return {'temperature': temperature, 'threshold': threshold,
+  return {'temperature': fitted if used else 1.0, 'threshold': threshold,
           'target_sensitivity': target_sensitivity,
           'validation_sensitivity': float(np.mean(
               np.asarray(probabilities)[positives] >= threshold)) if positives.any() else None,
           'validation_ece': expected_calibration_error(labels, probabilities),
-          'validation_ece_calibrated': expected_calibration_error(labels, calibrated)}
+          'scaling': {'used': used, 'fitted_temperature': fitted, 'reason': reason,
+                      'cross_validation': checked}}
+
+
+def scaling_used(point: dict) -> bool:
+  """Whether an `operating_point` scales the probabilities (runs older than the
+  out-of-sample check always did)."""
+  return point.get('scaling', {}).get('used', True)

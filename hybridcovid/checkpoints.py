@@ -124,7 +124,8 @@ class RunCheckpoints:
 
   def save(self, epoch: int, state: Any, record: dict,
            validation_metric: float | None = None) -> bool:
-    """Saves `epoch`; also as the best if `validation_metric` beats every earlier one.
+    """Saves `epoch` (counted from 1, as everywhere: `checkpoints/N` is after epoch N);
+    also as the best if `validation_metric` beats every earlier one.
 
     Returns whether it became the best.
     """
@@ -154,7 +155,7 @@ class RunCheckpoints:
       except Exception:  # A damaged checkpoint; restore_latest reports it.
         continue
       logging.warning('Epoch %d is the best so far, but its copy in %s was not saved; '
-                      'saving it now.', step + 1, self._best.directory)
+                      'saving it now.', step, self._best.directory)
       self._best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     record=ocp.args.JsonSave(record)))
       self.best_metric = metric
@@ -183,14 +184,14 @@ class RunCheckpoints:
         return self._restore(self._latest, step, target)
       except Exception as error:  # Orbax raises many types for damaged files.
         logging.warning('Checkpoint of epoch %d in %s cannot be restored (Orbax says: %s); '
-                        'deleting it and trying the one before.', step + 1,
+                        'deleting it and trying the one before.', step,
                         self._latest.directory, _cause(error))
         # Orbax saves no step at or below its latest: the epoch could not be saved again.
         self._latest.delete(step)
     if steps:
       raise CheckpointError(
           f'No checkpoint in {self._latest.directory} could be restored; the unreadable '
-          f'ones (epochs {[step + 1 for step in steps]}) were deleted. Start again to '
+          f'ones (epochs {steps}) were deleted. Start again to '
           'train from the beginning, or use a new --workdir.')
     return None
 
@@ -207,13 +208,13 @@ class RunCheckpoints:
       raise self._damaged_best(step, error) from error
 
   def _damaged_best(self, step: int, error: Exception) -> CheckpointError:
-    """What to do when the best checkpoint, epoch `step + 1`, cannot be restored."""
+    """What to do when the best checkpoint, epoch `step`, cannot be restored."""
     best = os.path.join(self._best.directory, str(step))
     latest = str(self._latest.directory)
     steps = sorted(self._latest.all_steps())
     epochs = ('epochs ' if len(steps) > 1 else 'epoch ') + ', '.join(
-        str(other + 1) for other in steps)
-    message = (f'The selected checkpoint {best} (epoch {step + 1}) cannot be restored '
+        str(other) for other in steps)
+    message = (f'The selected checkpoint {best} (epoch {step}) cannot be restored '
                f'(Orbax says: {_cause(error)}).')
     retrain = 'train again with a new --workdir'
     if step in steps:

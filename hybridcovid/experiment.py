@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from hybridcovid import bootstrap, calibration, checkpoints, errors, explain, hashing, metrics
-from hybridcovid import models, optimizers, parallel, probe, report, train
+from hybridcovid import bootstrap, calibration, checkpoints, errors, explain, feature_distance
+from hybridcovid import hashing, metrics, models, optimizers, parallel, probe, report, train
 from hybridcovid.data import pipeline, resize, sources
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',
@@ -144,7 +144,8 @@ def group_metrics(predictions: list[dict], threshold: float = 0.5,
   """Metrics of `predictions` overall, per modality and per source, at `threshold`.
 
   With `eval_config` (the config's `eval` section), each group's metrics also
-  get bootstrap confidence `intervals`, resampling patients.
+  get bootstrap confidence `intervals`, resampling patients, and
+  `too_few_images` for a group too small for them to be trusted.
   """
   labels = np.array([row['label'] for row in predictions])
   scores = np.array([row['probability'] for row in predictions])
@@ -163,6 +164,7 @@ def group_metrics(predictions: list[dict], threshold: float = 0.5,
           labels[mask], scores[mask], patients[mask], threshold,
           eval_config.bootstrap_resamples, eval_config.bootstrap_seed,
           eval_config.confidence_level)
+      values['too_few_images'] = bootstrap.too_few_images(values['counts'])
   return result
 
 
@@ -215,7 +217,8 @@ def _explain_examples(config, state, data, predictions, threshold, report_dir) -
   shares = explain.explain_images(
       models.create_classifier(config.model), train.host_variables(state), images,
       [row['probability'] >= threshold for row in examples],
-      [f"{row['outcome']}, p={row['probability']:.3f}" for row in examples],
+      [explain.decision_title(row['outcome'], row['probability'], threshold)
+       for row in examples],
       [os.path.join(report_dir, explain.GRADCAM_DIR, name) for name in names])
   return [{'key': row['key'], 'patient_id': row['patient_id'], 'modality': row['modality'],
            'outcome': row['outcome'], 'probability': row['probability'],
@@ -335,23 +338,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if previous.get('config') != record['config']:
       logging.warning('The config differs from the one the checkpoint was written with; '
                       'resuming with the new one.')
-    logging.info('Resuming after epoch %d from %s.', previous['epoch'] + 1, workdir)
+    logging.info('Resuming after epoch %d from %s.', previous['epoch'], workdir)
 
   train_fn = data_parallel.compile_train_step()
   # The features too, as the final evaluation needs them: one program for both.
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
   rng = jax.random.key(config.seed + 1)
   summaries = _Summaries(workdir)
-  for epoch in range(len(history), config.train.epochs):
+  # Epochs count from 1 here as in every log, checkpoint and report.
+  for epoch in range(len(history) + 1, config.train.epochs + 1):
     state = state.replace(apply_fn=(
-        head_only_model if epoch < config.train.head_only_epochs else model).apply)
+        head_only_model if epoch <= config.train.head_only_epochs else model).apply)
     first_step = int(data_parallel.host_scalars({'step': state.step})['step'])
     losses, accuracies = [], []
     # Counted in images, so that the rate reads in images/s.
     progress = tqdm.tqdm(
-        parallel.prefetch_to_devices(stream.train_epoch(epoch), data_parallel,
+        parallel.prefetch_to_devices(stream.train_epoch(epoch - 1), data_parallel,
                                      train.BATCH_FIELDS),
-        total=stream.steps_per_epoch, desc=f'epoch {epoch + 1}/{config.train.epochs}',
+        total=stream.steps_per_epoch, desc=f'epoch {epoch}/{config.train.epochs}',
         unit='img', unit_scale=config.train.batch_size, disable=not _is_writer())
 
     def record_step(step: int, step_metrics: dict) -> None:
@@ -359,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if not np.isfinite(values['loss']):
         run.wait()
         raise DivergedError(
-            f'The loss became {values["loss"]} in epoch {epoch + 1}; the last good '
+            f'The loss became {values["loss"]} in epoch {epoch}; the last good '
             f'checkpoint is kept in {workdir}. Lower --config.train.learning_rate or set '
             '--config.train.gradient_clip_norm.')
       losses.append(values['loss'])
@@ -387,20 +391,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Fitted on validation only, kept with the checkpoint, applied unchanged to test.
     operating_point = calibration.operating_point(
         [row['label'] for row in validation_predictions],
-        [row['probability'] for row in validation_predictions], config.eval.target_sensitivity)
+        [row['probability'] for row in validation_predictions],
+        [row['patient_id'] for row in validation_predictions], config.eval.target_sensitivity)
     selection = validation['overall'][config.train.selection_metric]
-    logging.info('Epoch %d: training loss %.4f, validation %s %.4f, AUC %.4f.', epoch + 1,
-                 np.mean(losses), config.train.selection_metric, selection,
-                 validation['overall']['auc'])
+    # Unweighted, unlike the training loss when classes are weighted.
+    validation_loss = calibration.negative_log_likelihood(
+        [row['label'] for row in validation_predictions],
+        [row['probability'] for row in validation_predictions])
+    logging.info('Epoch %d: training loss %.4f, validation loss %.4f, %s %.4f, AUC %.4f.',
+                 epoch, np.mean(losses), validation_loss, config.train.selection_metric,
+                 selection, validation['overall']['auc'])
     summaries.scalars(last_step, {
-        f'validation/{name}': validation['overall'][name] for name in metrics.METRIC_NAMES})
+        'validation/loss': validation_loss,
+        **{f'validation/{name}': validation['overall'][name] for name in metrics.METRIC_NAMES}})
     history.append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
+                    'validation_loss': validation_loss,
                     'train_accuracy': float(np.mean(accuracies)),
                     'learning_rate': float(learning_rate(last_step - 1)),
                     'validation': validation['overall']})
+    # What prediction compares new images' features with.
+    reference = feature_distance.fit_reference(
+        validation_outputs['features'], [row['label'] for row in validation_predictions],
+        [row['patient_id'] for row in validation_predictions])
     run.save(epoch, data_parallel.logical_state(state),
              {**record, 'validation': validation['overall'],
-              'operating_point': operating_point, 'history': history},
+              'operating_point': operating_point, 'feature_reference': reference,
+              'history': history},
              None if np.isnan(selection) else float(selection))
   summaries.close()
   run.wait()
@@ -520,17 +536,22 @@ def _evaluate_and_report(config, workdir, run, template, stream, data_parallel,
                           'resamples': config.eval.bootstrap_resamples, 'unit': 'patient'}}
   operating_point = best_record.get('operating_point')
   if operating_point:  # Runs trained before operating points were kept have none.
-    for row in predictions:
-      row['calibrated_probability'] = float(calibration.apply_temperature(
-          row['probability'], operating_point['temperature']))
     labels = [row['label'] for row in predictions]
     result['operating_point'] = {
         **operating_point,
         'test': group_metrics(predictions, operating_point['threshold'], config.eval),
         'test_ece': calibration.expected_calibration_error(
-            labels, [row['probability'] for row in predictions]),
-        'test_ece_calibrated': calibration.expected_calibration_error(
-            labels, [row['calibrated_probability'] for row in predictions])}
+            labels, [row['probability'] for row in predictions])}
+    if calibration.scaling_used(operating_point):
+      for row in predictions:
+        row['calibrated_probability'] = float(calibration.apply_temperature(
+            row['probability'], operating_point['temperature']))
+      result['operating_point']['test_ece_calibrated'] = calibration.expected_calibration_error(
+          labels, [row['calibrated_probability'] for row in predictions])
+    result['operating_point']['warnings'] = report.sensitivity_warnings(
+        result['operating_point'])
+    for warning in result['operating_point']['warnings']:
+      logging.warning('Sensitivity: %s', warning)
   # Every process fits the probe alike; process 0 alone explains and writes.
   result['shortcut_probe'] = shortcut_probe(
       data, np.concatenate([ids for ids, _ in outputs.values()]),

@@ -31,6 +31,7 @@ OVERLAY_OPACITY = 0.6
 # Both backbones halve the resolution five times, rounding up ('SAME' padding).
 FEATURE_STRIDE = 32
 BACKBONE_TITLES = {'resnet50': 'ResNet50', 'efficientnetb0': 'EfficientNetB0'}
+NO_EVIDENCE = 'No evidence for\nthis decision\nin this branch'
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -108,22 +109,42 @@ def overlay(image: np.ndarray, heat: np.ndarray, scale: float) -> np.ndarray:
   return np.round((1.0 - opacity) * image + opacity * colour).astype(np.uint8)
 
 
+def decision_title(decision: str, probability: float, threshold: float) -> str:
+  """An explanation's title: the decision, the COVID probability and the threshold."""
+  return f'{decision}\np={probability:.3f}, threshold {threshold:.4f}'
+
+
 def plot_explanation(image: np.ndarray, heat: Mapping[str, np.ndarray],
                      shares: Mapping[str, float], title: str, path: str) -> None:
-  """The input and one Grad-CAM overlay per backbone side by side, written to `path` (PNG)."""
+  """The input and one Grad-CAM overlay per backbone side by side, written to `path` (PNG).
+
+  The maps share one colour scale, shown by the colour bar. A backbone whose
+  map is zero everywhere (none of its evidence favours the decision) gets a
+  panel that says so, rather than a plain image that looks like a missing one.
+  """
   scale = max(float(np.max(values)) for values in heat.values())
-  figure, axes = plt.subplots(1, 1 + len(heat), figsize=(2.6 * (1 + len(heat)), 3.0))
+  figure, axes = plt.subplots(1, 1 + len(heat), figsize=(2.6 * (1 + len(heat)) + 0.6, 3.0),
+                              layout='constrained')
   axes[0].imshow(image)
   axes[0].set_title(title, fontsize='small')
   for axis, name in zip(axes[1:], heat):
-    axis.imshow(overlay(image, heat[name], scale))
     title = BACKBONE_TITLES.get(name, name)
     if len(heat) > 1:
       title += f': {100 * shares[name]:.0f}% of evidence'
     axis.set_title(title, fontsize='small')
+    if np.max(heat[name]) > 0:
+      axis.imshow(overlay(image, heat[name], scale))
+      continue
+    axis.imshow(image, alpha=0.35)
+    axis.text(0.5, 0.5, NO_EVIDENCE, transform=axis.transAxes, ha='center', va='center',
+              fontsize='small', wrap=True,
+              bbox={'facecolor': 'white', 'edgecolor': 'grey', 'alpha': 0.9})
   for axis in axes:
     axis.axis('off')
-  figure.tight_layout()
+  colours = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), 'jet')
+  bar = figure.colorbar(colours, ax=list(axes[1:]), fraction=0.04, pad=0.02, ticks=[0, 1])
+  bar.ax.set_yticklabels(['none', 'highest'], fontsize='x-small')
+  bar.set_label('Grad-CAM heat', fontsize='x-small')
   figure.savefig(path, dpi=100)
   plt.close(figure)
 

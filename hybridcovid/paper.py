@@ -9,7 +9,6 @@ images each run loaded.
 """
 
 import json
-import math
 import os
 
 from absl import app
@@ -78,11 +77,11 @@ def _read_json(path: str) -> dict | None:
 
 def _ours(values: dict, name: str) -> str:
   """Our metric in percent, with its confidence interval (low-high) where there is one."""
-  value = values.get(name)
-  if value is None:
+  if name not in values:
     return '-'
-  low, high = values.get('intervals', {}).get(name, (math.nan, math.nan))
-  if math.isnan(value) or math.isnan(low) or math.isnan(high):
+  value = values[name]
+  low, high = values.get('intervals', {}).get(name, (None, None))
+  if report.undefined(value) or report.undefined(low) or report.undefined(high):
     return report.percent(value)
   return f'{report.percent(value)} ({report.percent(low)}-{report.percent(high)})'
 

@@ -2,8 +2,9 @@
 
 PNG, JPEG and DICOM files are read with Pillow and pydicom and resized as in
 training, without TensorFlow. `WORKDIR/predict/predictions.csv` and
-`predictions.json` give, per image, the raw and the temperature-scaled COVID
-probability and the decision at the threshold fixed on the validation split,
+`predictions.json` give, per image, the raw COVID probability, the
+temperature-scaled one where the run found scaling to help (see
+`calibration`), and the decision at the threshold fixed on the validation split,
 and on request the path of a Grad-CAM PNG of the decision. Files that cannot
 be read are listed with the reason (in the CSV's `problem` column, after the
 scored ones); the others are still scored. Both files are replaced only once
@@ -21,15 +22,15 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import calibration, checkpoints, errors, explain, models, optimizers, parallel
-from hybridcovid import train
+from hybridcovid import calibration, checkpoints, errors, explain, feature_distance, models
+from hybridcovid import optimizers, parallel, report, train
 from hybridcovid.data import resize
 
 PREDICT_DIR = 'predict'
 CSV_FILE = 'predictions.csv'
 JSON_FILE = 'predictions.json'
 CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision',
-              'problem', 'gradcam')
+              'feature_distance', 'unlike_training_data', 'problem', 'gradcam')
 MISSING = 'no such file or folder'
 _SHOWN_PROBLEMS = 3
 
@@ -52,7 +53,7 @@ def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
   return files, missing
 
 
-def _explain(model, variables, images, rows, output_dir, batch_size) -> None:
+def _explain(model, variables, images, rows, threshold, output_dir, batch_size) -> None:
   """Writes a Grad-CAM PNG of each image's decision; names it and gives each backbone's
   share of the evidence in the image's row."""
   os.makedirs(output_dir, exist_ok=True)
@@ -60,7 +61,8 @@ def _explain(model, variables, images, rows, output_dir, batch_size) -> None:
     batch_rows = rows[start:start + batch_size]
     names = [f'{index:05d}_{os.path.splitext(os.path.basename(row["path"]))[0]}.png'
              for index, row in enumerate(batch_rows, start)]
-    titles = [f'{row["decision"]}, p={row["probability"]:.3f}' for row in batch_rows]
+    titles = [explain.decision_title(row['decision'], row['probability'], threshold)
+              for row in batch_rows]
     shares = explain.explain_images(
         model, variables, images[start:start + batch_size],
         [row['decision'] == 'COVID' for row in batch_rows], titles,
@@ -68,6 +70,31 @@ def _explain(model, variables, images, rows, output_dir, batch_size) -> None:
     for row, name, image_shares in zip(batch_rows, names, shares):
       row['gradcam'] = os.path.join(explain.GRADCAM_DIR, name)
       row['evidence_shares'] = image_shares
+
+
+def _check_familiar(reference: dict | None, features: np.ndarray, rows: list[dict]) -> None:
+  """Gives each row its features' distance from the validation images' and whether it lies
+  beyond all of theirs; warns about those that do."""
+  if reference is None:
+    logging.warning('This run kept no reference of its validation features (trained by an '
+                    'older version, or too few validation patients): images unlike the '
+                    'training data cannot be told apart.')
+    return
+  distances = feature_distance.distances(reference, features)
+  for row, distance in zip(rows, distances):
+    row['feature_distance'] = float(distance)
+    row['unlike_training_data'] = bool(distance > reference['threshold'])
+  unlike = [row['path'] for row in rows if row['unlike_training_data']]
+  if unlike:
+    shown = ', '.join(unlike[:_SHOWN_PROBLEMS]) + (', ...' if len(unlike) > _SHOWN_PROBLEMS
+                                                   else '')
+    logging.warning(
+        '%d of %d images look unlike the data this model was trained on (%s): their features '
+        'lie farther from the validation images\' than any validation image lies from the '
+        'others (distance above %.2f; column unlike_training_data). The model scores them '
+        'anyway, and those scores mean little: check the modality, the image type and that '
+        'the model was trained on real images.', len(unlike), len(rows), shown,
+        reference['threshold'])
 
 
 def _nothing_scored(inputs: Sequence[str], problems: list[dict], output_dir: str
@@ -108,7 +135,7 @@ def _replace_files(writers: dict[str, Callable[[TextIO], None]]) -> None:
 
 def _describe(record: dict, trained: ml_collections.ConfigDict, best_dir: str) -> str:
   """One line on what the checkpoint holds."""
-  return (f'Scoring with {best_dir}, the epoch selected on validation ({record["epoch"] + 1} '
+  return (f'Scoring with {best_dir}, the epoch selected on validation ({record["epoch"]} '
           f'of {trained.train.epochs}): {" + ".join(trained.model.backbones)} trained on '
           f'{" + ".join(trained.data.modalities)}, {trained.data.image_size}x'
           f'{trained.data.image_size} images ({trained.data.resize}).')
@@ -147,40 +174,52 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
   problems = unreadable + problems
   if not rows:
     raise _nothing_scored(inputs, problems, output_dir)
-  eval_fn = data_parallel.compile_eval_step()
+  eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
   devices = data_parallel.device_count
   batch_size = -(-trained.train.batch_size // devices) * devices
-  probabilities = []
+  probabilities, features = [], []
   for start in tqdm.tqdm(range(0, len(images), batch_size), desc='scoring', unit='batch'):
     batch = np.stack(images[start:start + batch_size])
     # A full batch every time: one compiled program.
     padded = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]),
                                              np.uint8)])
-    scores = eval_fn(state, data_parallel.device_batch({'image': padded}))
-    probabilities += data_parallel.host_outputs(scores)[:len(batch)].tolist()
+    outputs = data_parallel.host_outputs(
+        eval_fn(state, data_parallel.device_batch({'image': padded})))
+    probabilities += outputs['probability'][:len(batch)].tolist()
+    features.append(outputs['features'][:len(batch)])
+  _check_familiar(record.get('feature_reference'), np.concatenate(features), rows)
 
   operating_point = record.get('operating_point')
   if not operating_point:
     logging.warning('This run kept no operating point (trained by an older version): the '
                     'threshold is 0.5 and probabilities are not calibrated.')
-    operating_point = {'threshold': 0.5, 'temperature': 1.0}
+    operating_point = {'threshold': 0.5, 'temperature': 1.0,
+                       'scaling': {'used': False, 'reason': 'No temperature was fitted.'}}
   threshold, temperature = operating_point['threshold'], operating_point['temperature']
+  scaled = calibration.scaling_used(operating_point)
+  if not scaled:
+    logging.info('Raw probabilities, not temperature-scaled: %s',
+                 operating_point['scaling']['reason'])
   for row, probability in zip(rows, probabilities):
     row['probability'] = probability
-    row['calibrated_probability'] = float(calibration.apply_temperature(probability,
-                                                                        temperature))
+    if scaled:
+      row['calibrated_probability'] = float(calibration.apply_temperature(probability,
+                                                                          temperature))
     row['decision'] = 'COVID' if probability >= threshold else 'normal'
 
   os.makedirs(output_dir, exist_ok=True)
   if with_gradcam:
-    _explain(model, train.host_variables(state), images, rows,
+    _explain(model, train.host_variables(state), images, rows, threshold,
              os.path.join(output_dir, explain.GRADCAM_DIR), batch_size)
   result = {'checkpoint_epoch': record['epoch'], 'threshold': threshold,
-            'temperature': temperature, 'predictions': rows, 'unreadable': problems}
+            'temperature': temperature if scaled else None, 'predictions': rows,
+            'unreadable': problems}
+  fields = [field for field in CSV_FIELDS
+            if (field != 'calibrated_probability' or scaled)
+            and (field != 'gradcam' or with_gradcam)]
 
   def write_csv(f: TextIO) -> None:
-    writer = csv.DictWriter(f, CSV_FIELDS if with_gradcam else CSV_FIELDS[:-1],
-                            extrasaction='ignore')
+    writer = csv.DictWriter(f, fields, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
     writer.writerows({'path': problem['path'], 'problem': problem['reason']}
@@ -188,7 +227,8 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
 
   csv_path = os.path.join(output_dir, CSV_FILE)
   _replace_files({csv_path: write_csv,
-                  os.path.join(output_dir, JSON_FILE): lambda f: json.dump(result, f, indent=1)})
+                  os.path.join(output_dir, JSON_FILE): lambda f: json.dump(
+                      report.strict_json(result), f, indent=1, allow_nan=False)})
   for problem in problems:
     logging.warning('Not scored: %s: %s', problem['path'], problem['reason'])
   if problems:

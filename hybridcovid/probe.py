@@ -18,8 +18,8 @@ from typing import Mapping
 
 import numpy as np
 
-# Folds of the cross-validation; fewer when there are fewer patients.
-FOLDS = 5
+from hybridcovid import folds as folds_lib
+
 TARGETS = ('disease', 'source', 'modality')
 
 
@@ -29,26 +29,16 @@ def _chance(values: np.ndarray, given: np.ndarray) -> float:
                    for value in np.unique(given)) / len(values))
 
 
-def fold_count(targets: np.ndarray, groups: np.ndarray, folds: int = FOLDS) -> int:
-  """`folds`, or fewer where a class has fewer patients, so that each fold can hold
-  every class; at least 2."""
-  patients_per_class = min(len(np.unique(groups[targets == value]))
-                           for value in np.unique(targets))
-  return max(2, min(folds, patients_per_class))
-
-
 def cross_validated_accuracy(features: np.ndarray, targets: np.ndarray, groups: np.ndarray,
-                             folds: int = FOLDS, seed: int = 0) -> float:
+                             folds: int = folds_lib.FOLDS, seed: int = 0) -> float:
   """Accuracy of a standardised, L2-regularised logistic regression predicting
   `targets` from `features`, over folds that keep each group (patient) whole."""
   # Imported here: the rest of the package does not need scikit-learn.
   from sklearn import linear_model, model_selection, pipeline, preprocessing  # pylint: disable=g-import-not-at-top
-  folds = fold_count(targets, groups, folds)
-  splitter = model_selection.StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
   classifier = pipeline.make_pipeline(preprocessing.StandardScaler(),
                                       linear_model.LogisticRegression(max_iter=2000))
-  predicted = model_selection.cross_val_predict(classifier, features, targets, groups=groups,
-                                                cv=splitter)
+  predicted = model_selection.cross_val_predict(
+      classifier, features, targets, cv=folds_lib.patient_folds(targets, groups, folds, seed))
   return float(np.mean(predicted == targets))
 
 
@@ -95,7 +85,7 @@ def shortcut_probe(features: np.ndarray, attributes: Mapping[str, np.ndarray],
     chance = _chance(values, modality if name == 'source' else np.zeros(len(values)))
     result[name] = {'accuracy': accuracy, 'chance': chance,
                     'above_chance': (accuracy - chance) / (1.0 - chance),
-                    'classes': len(classes), 'folds': fold_count(values, patients)}
+                    'classes': len(classes), 'folds': folds_lib.fold_count(values, patients)}
   result['warning'] = shortcut_warning(result)
   return result
 

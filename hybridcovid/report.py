@@ -19,7 +19,7 @@ matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from hybridcovid import calibration, metrics
+from hybridcovid import bootstrap, calibration, metrics
 
 REPORT_DIR = 'report'
 METRICS_FILE = 'metrics.json'
@@ -32,9 +32,42 @@ PROBE_TARGETS = {'disease': 'Disease (COVID or normal)', 'source': 'Data source'
                  'modality': 'Modality (CXR or CT)'}
 
 
-def percent(value: float) -> str:
+# Marks an interval from too few images (`bootstrap.too_few_images`).
+FEW_IMAGES_MARK = '†'
+
+
+def undefined(value: float | None) -> bool:
+  """Whether a metric is undefined: NaN in memory, null in metrics.json."""
+  return value is None or math.isnan(value)
+
+
+def percent(value: float | None) -> str:
   """A metric as a percentage with two decimals, or 'n/a' when undefined."""
-  return 'n/a' if math.isnan(value) else f'{100 * value:.2f}'
+  return 'n/a' if undefined(value) else f'{100 * value:.2f}'
+
+
+def strict_json(value):
+  """`value` with every NaN or infinite float as None, so that json.dump writes strict
+  JSON (null), which every JSON reader accepts."""
+  if isinstance(value, dict):
+    return {key: strict_json(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json(item) for item in value]
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.bool_):
+    return bool(value)
+  if isinstance(value, np.ndarray):
+    return strict_json(value.tolist())
+  return value
+
+
+def write_json(path: str, value) -> None:
+  """`value` as strict, indented JSON in `path`."""
+  with open(path, 'w') as f:
+    json.dump(strict_json(value), f, indent=1, allow_nan=False)
 
 
 def group_name(group: str) -> str:
@@ -42,11 +75,22 @@ def group_name(group: str) -> str:
 
 
 def _cell(values: dict, name: str) -> str:
-  """A metric in percent, with its confidence interval where there is one."""
-  if 'intervals' not in values or math.isnan(values[name]):
+  """A metric in percent, with its confidence interval where there is one, marked
+  when the group has too few images for it."""
+  if 'intervals' not in values or undefined(values[name]):
     return percent(values[name])
   low, high = values['intervals'][name]
-  return f'{percent(values[name])} ({percent(low)}-{percent(high)})'
+  mark = FEW_IMAGES_MARK if values.get('too_few_images') else ''
+  return f'{percent(values[name])} ({percent(low)}-{percent(high)}){mark}'
+
+
+def _few_images_note(by_group: dict) -> list[str]:
+  """The footnote for a table with marked intervals, or nothing."""
+  if not any(values.get('too_few_images') for values in by_group.values()):
+    return []
+  return ['', f'{FEW_IMAGES_MARK} Fewer than {bootstrap.MIN_IMAGES} images, or fewer than '
+          f'{bootstrap.MIN_IMAGES_PER_CLASS} of a class: the interval is too rough to trust '
+          '(it can shrink to a point from a handful of images).']
 
 
 def metrics_table(by_group: dict, label: str = 'Data') -> str:
@@ -59,7 +103,7 @@ def metrics_table(by_group: dict, label: str = 'Data') -> str:
     cells = [group_name(group), str(sum(counts.values())), str(counts['tp'] + counts['fn']),
              *(_cell(values, name) for name, _ in TABLE_COLUMNS)]
     rows.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(rows)
+  return '\n'.join(rows + _few_images_note(by_group))
 
 
 def _groups(predictions: Sequence[dict]) -> dict[str, np.ndarray]:
@@ -71,9 +115,16 @@ def _groups(predictions: Sequence[dict]) -> dict[str, np.ndarray]:
   return groups
 
 
-def plot_confusion_matrices(predictions: Sequence[dict], path: str,
-                            threshold: float = 0.5) -> None:
-  """One 2x2 confusion matrix (counts and row percentages) per group."""
+def threshold_label(threshold: float, fixed_on_validation: bool) -> str:
+  """How a figure names its decision threshold."""
+  return (f'decision threshold {threshold:.4f}, fixed on validation' if fixed_on_validation
+          else f'decision threshold {threshold:g}')
+
+
+def plot_confusion_matrices(predictions: Sequence[dict], path: str, threshold: float,
+                            label: str) -> None:
+  """One 2x2 confusion matrix (counts and row percentages) per group, at `threshold`,
+  named in the title by `label` (`threshold_label`)."""
   labels = np.array([row['label'] for row in predictions])
   scores = np.array([row['probability'] for row in predictions])
   groups = _groups(predictions)
@@ -88,13 +139,16 @@ def plot_confusion_matrices(predictions: Sequence[dict], path: str,
                 color='white' if count > matrix.max() / 2 else 'black')
     axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
              xlabel='Predicted', ylabel='True', title=group_name(group))
+  figure.suptitle(f'Test confusion matrix, {label}', fontsize='medium')
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
 
 
-def plot_roc_curves(predictions: Sequence[dict], path: str) -> None:
-  """ROC curves of every group with both classes, AUC in the legend."""
+def plot_roc_curves(predictions: Sequence[dict], path: str, threshold: float,
+                    label: str) -> None:
+  """ROC curves of every group with both classes, AUC in the legend, each with its
+  point at `threshold` marked (`label` names it)."""
   labels = np.array([row['label'] for row in predictions])
   scores = np.array([row['probability'] for row in predictions])
   figure, axis = plt.subplots(figsize=(4.8, 4.6))
@@ -103,22 +157,30 @@ def plot_roc_curves(predictions: Sequence[dict], path: str) -> None:
       continue
     fpr, tpr, _ = metrics.roc_curve(labels[mask], scores[mask])
     auc = metrics.roc_auc(labels[mask], scores[mask])
-    axis.plot(fpr, tpr, label=f'{group_name(group)} (AUC {auc:.3f})')
+    line, = axis.plot(fpr, tpr, label=f'{group_name(group)} (AUC {auc:.3f})')
+    at = metrics.binary_metrics(labels[mask], scores[mask], threshold)
+    axis.plot(1 - at['specificity'], at['recall'], 'o', color=line.get_color(),
+              markeredgecolor='black')
+  axis.plot([], [], 'o', color='white', markeredgecolor='black', label=label.capitalize())
   axis.plot([0, 1], [0, 1], ':', color='grey', label='Chance')
   axis.set(xlabel='1 - specificity', ylabel='Sensitivity (recall)', xlim=(0, 1),
-           ylim=(0, 1.01), title='ROC')
-  axis.legend(loc='lower right')
+           ylim=(0, 1.01), title='ROC (test)')
+  axis.legend(loc='lower right', fontsize='small')
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
 
 
-def plot_reliability(predictions: Sequence[dict], path: str) -> None:
+def plot_reliability(predictions: Sequence[dict], path: str, threshold: float,
+                     label: str) -> None:
   """Reliability diagram: COVID fraction against mean predicted probability per bin,
-  for the raw probabilities and, where present, the temperature-scaled ones."""
+  for the raw probabilities and, where present, the temperature-scaled ones; the
+  decision threshold (`label` names it) as a vertical line."""
   labels = np.array([row['label'] for row in predictions])
   figure, axis = plt.subplots(figsize=(4.8, 4.6))
   axis.plot([0, 1], [0, 1], ':', color='grey', label='Perfect calibration')
+  axis.axvline(threshold, color='black', linestyle='--', linewidth=0.8,
+               label=label.capitalize())
   for field, name in (('probability', 'Raw'), ('calibrated_probability', 'Temperature-scaled')):
     if predictions and field in predictions[0]:
       scores = np.array([row[field] for row in predictions])
@@ -135,18 +197,23 @@ def plot_reliability(predictions: Sequence[dict], path: str) -> None:
 
 
 def plot_training_curves(history: Sequence[dict], path: str, selected_epoch: int) -> None:
-  """Training loss, training and validation accuracy and AUC, and learning rate per epoch."""
-  epochs = [entry['epoch'] + 1 for entry in history]
+  """Training and validation loss, training and validation accuracy (at threshold 0.5)
+  and AUC, and learning rate per epoch."""
+  epochs = [entry['epoch'] for entry in history]
   figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
   axes[0].plot(epochs, [entry['train_loss'] for entry in history], 'o-', label='Training')
+  if history and 'validation_loss' in history[0]:  # Older runs did not keep it.
+    axes[0].plot(epochs, [entry['validation_loss'] for entry in history], 's-',
+                 label='Validation')
   axes[0].set(xlabel='Epoch', ylabel='Cross-entropy', title='Loss')
   axes[1].plot(epochs, [entry['train_accuracy'] for entry in history], 'o-', label='Training accuracy')
   axes[1].plot(epochs, [entry['validation']['accuracy'] for entry in history], 's-',
                label='Validation accuracy')
   axes[1].plot(epochs, [entry['validation']['auc'] for entry in history], '^-',
                label='Validation AUC')
-  axes[1].axvline(selected_epoch + 1, color='grey', linestyle=':', label='Selected')
-  axes[1].set(xlabel='Epoch', title='Accuracy and AUC', ylim=(0, 1.02))
+  axes[1].axvline(selected_epoch, color='grey', linestyle=':', label='Selected')
+  axes[1].set(xlabel='Epoch', title='Accuracy (decision threshold 0.5) and AUC',
+              ylim=(0, 1.02))
   axes[2].plot(epochs, [entry['learning_rate'] for entry in history], 'o-')
   axes[2].set(xlabel='Epoch', title='Learning rate (head, end of epoch)')
   for axis in axes[:2]:
@@ -175,12 +242,46 @@ def _interval_note(result: dict) -> str:
           f"{settings['unit']} together).")
 
 
+def sensitivity_warnings(operating_point: dict) -> list[str]:
+  """A warning for each group (overall, per modality) whose test sensitivity at the
+  threshold misses the validation target beyond its confidence interval."""
+  found = []
+  target = operating_point['target_sensitivity']
+  for group, values in operating_point['test'].items():
+    if group.startswith('source:') or 'intervals' not in values:
+      continue
+    low, high = values['intervals']['recall']
+    if not undefined(high) and high < target:
+      found.append(
+          f"{group_name(group)}: test sensitivity at the decision threshold is "
+          f"{percent(values['recall'])}% (CI {percent(low)}-{percent(high)}%), short of the "
+          f"{percent(target)}% the threshold was chosen to reach on validation, beyond its "
+          'confidence interval. The threshold does not carry over from the validation '
+          'images to the test images; a larger validation split gives a steadier one.')
+  return found
+
+
+def _calibration_text(operating_point: dict) -> str:
+  """What was done about calibration, why, and the test calibration error."""
+  scaling = operating_point.get('scaling')
+  ece = percent(operating_point['test_ece'])
+  if 'test_ece_calibrated' in operating_point:
+    return (f"{scaling['reason'] + ' ' if scaling else ''}Temperature "
+            f"{operating_point['temperature']:.3f}, fitted on validation (above 1 means the "
+            'raw probabilities were overconfident). Expected calibration error on test (10 '
+            f"bins): {ece}% raw, {percent(operating_point['test_ece_calibrated'])}% "
+            'temperature-scaled; the calibrated COVID probability of each image is in '
+            'predictions.csv.')
+  return (f"{scaling['reason']} Expected calibration error on test (10 bins): {ece}%. "
+          'predictions.csv and prediction give the raw probability only.')
+
+
 def _operating_point_section(operating_point: dict | None) -> list[str]:
   if not operating_point:
     return []
   threshold = operating_point['threshold']
   reached = operating_point['validation_sensitivity']
-  return [
+  lines = [
       '',
       '## Operating point and calibration',
       '',
@@ -192,13 +293,10 @@ def _operating_point_section(operating_point: dict | None) -> list[str]:
       '',
       metrics_table({group: values for group, values in operating_point['test'].items()
                      if not group.startswith('source:')}),
-      '',
-      f"Calibration: temperature {operating_point['temperature']:.3f} (fitted on validation; "
-      'above 1 means the raw probabilities were overconfident). Expected calibration error '
-      f"on test (10 bins): {percent(operating_point['test_ece'])}% raw, "
-      f"{percent(operating_point['test_ece_calibrated'])}% temperature-scaled; the "
-      'calibrated COVID probability of each image is in predictions.csv.',
   ]
+  for warning in operating_point.get('warnings', []):
+    lines += ['', f'**Warning.** {warning}']
+  return lines + ['', f'Calibration: {_calibration_text(operating_point)}']
 
 
 def _shortcut_section(shortcut: dict | None) -> list[str]:
@@ -289,7 +387,7 @@ def _explanations_section(explanations: dict | None) -> list[str]:
 
 def _with_interval(values: dict, name: str) -> str:
   """'93.01% (95% CI 89.42-96.18%)', or the bare percentage without an interval."""
-  if 'intervals' not in values or math.isnan(values[name]):
+  if 'intervals' not in values or undefined(values[name]):
     return f'{percent(values[name])}%'
   low, high = values['intervals'][name]
   return f'{percent(values[name])}% (CI {percent(low)}-{percent(high)}%)'
@@ -313,9 +411,15 @@ def _summary_section(result: dict) -> list[str]:
            f"accuracy {_with_interval(overall, 'accuracy')}, AUC "
            f"{_with_interval(overall, 'auc')}.",
            f'- {decision}']
-  if point:
+  for warning in (point or {}).get('warnings', []):
+    lines.append(f'- **Sensitivity warning**: {warning}')
+  if point and 'test_ece_calibrated' in point:
     lines.append(f"- Calibration error on test: {percent(point['test_ece'])}% raw, "
                  f"{percent(point['test_ece_calibrated'])}% after temperature scaling.")
+  elif point:
+    lines.append(f"- Calibration error on test: {percent(point['test_ece'])}%, raw "
+                 'probabilities: temperature scaling did not help validation images it was '
+                 'not fitted on (see below).')
   shortcut = result.get('shortcut_probe')
   if shortcut and (shortcut['warning'] or shortcut.get('single_class_sources')):
     lines.append('- **Shortcut warning**: the data source may stand in for the disease; see '
@@ -343,7 +447,7 @@ def _markdown(result: dict, description: dict) -> str:
       f"Model: {description['model']}. Input {description['image_size']}x"
       f"{description['image_size']}. Data: {description['data']}.",
       f"Split by patient: {description['split']}.",
-      f"Checkpoint: epoch {result['selected_epoch'] + 1} of {description['epochs']}, "
+      f"Checkpoint: epoch {result['selected_epoch']} of {description['epochs']}, "
       f"chosen by validation {selection} ({percent(result['validation'][selection])}%). "
       + description['provenance'],
       *_summary_section(result),
@@ -368,6 +472,12 @@ def _markdown(result: dict, description: dict) -> str:
   lines += [
       '',
       '## Figures',
+      '',
+      'At the decision threshold '
+      + (f"{result['operating_point']['threshold']:.4f}, fixed on validation"
+         if result.get('operating_point') else f"{result['test']['overall']['threshold']:g}")
+      + ' (the confusion matrices; the dots on the ROC curves; the dashed line on the '
+      'reliability diagram). Accuracy in the training curves is at 0.5.',
       '',
       '![Confusion matrices](confusion_matrix.png)',
       '',
@@ -394,7 +504,8 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
       optionally with confidence `intervals`); optionally `intervals` (their
       level, resamples and unit) and `operating_point` (from
       `calibration.operating_point`, plus `test` metrics per group at its
-      threshold and the test ECE raw and calibrated), `shortcut_probe` (from
+      threshold, `warnings` (`sensitivity_warnings`), the test ECE raw and,
+      where scaling is used, calibrated), `shortcut_probe` (from
       `probe.shortcut_probe`), `leave_one_source_out` ({source: overall test
       metrics of the model trained without it, or 'skipped'}) and
       `explanations` (the threshold and one row per Grad-CAM image written
@@ -402,20 +513,24 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
     predictions: one dict per test image: key, patient_id, modality, source,
       label (1 for COVID), probability (of COVID) and optionally
       calibrated_probability.
-    history: one dict per epoch: epoch, train_loss, train_accuracy,
-      learning_rate and validation (overall metrics).
+    history: one dict per epoch: epoch (from 1), train_loss, validation_loss,
+      train_accuracy, learning_rate and validation (overall metrics).
     description: title, model, image_size, data, split, epochs and provenance
       (how the evaluated images were used) as text, and optional notes, for
       report.md.
   """
   os.makedirs(report_dir, exist_ok=True)
-  with open(os.path.join(report_dir, METRICS_FILE), 'w') as f:
-    json.dump({**result, 'history': list(history)}, f, indent=1, default=float)
+  write_json(os.path.join(report_dir, METRICS_FILE), {**result, 'history': list(history)})
   write_predictions(predictions, os.path.join(report_dir, 'predictions.csv'))
+  # The figures show the decision a deployment would make: at the threshold
+  # fixed on validation where there is one.
+  point = result.get('operating_point')
+  threshold = point['threshold'] if point else result['test']['overall']['threshold']
+  label = threshold_label(threshold, bool(point))
   plot_confusion_matrices(predictions, os.path.join(report_dir, 'confusion_matrix.png'),
-                          result['test']['overall']['threshold'])
-  plot_roc_curves(predictions, os.path.join(report_dir, 'roc.png'))
-  plot_reliability(predictions, os.path.join(report_dir, 'reliability.png'))
+                          threshold, label)
+  plot_roc_curves(predictions, os.path.join(report_dir, 'roc.png'), threshold, label)
+  plot_reliability(predictions, os.path.join(report_dir, 'reliability.png'), threshold, label)
   plot_training_curves(history, os.path.join(report_dir, 'training_curves.png'),
                        result['selected_epoch'])
   with open(os.path.join(report_dir, 'report.md'), 'w') as f:

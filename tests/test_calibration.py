@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hybridcovid import calibration
+from hybridcovid import calibration, folds
 
 
 def test_expected_calibration_error_of_a_hand_computed_case():
@@ -61,3 +61,61 @@ def test_threshold_rule_against_every_candidate(seed):
 
   assert sensitivity(threshold) >= target
   assert all(sensitivity(t) < target for t in np.unique(scores) if t > threshold)
+
+
+def _patients(images, per_patient=2):
+  return np.array([f'p{index // per_patient}' for index in range(images)])
+
+
+def test_scaling_that_helps_out_of_sample_is_kept():
+  labels, probabilities = _overconfident(2.5, images=400)
+  point = calibration.operating_point(labels, probabilities, _patients(400), 0.95)
+  checked = point['scaling']['cross_validation']
+  assert checked['folds'] == 5
+  assert checked['nll_scaled'] < checked['nll_raw'] and checked['ece_scaled'] < checked['ece_raw']
+  assert point['scaling']['used'] and calibration.scaling_used(point)
+  assert point['temperature'] == point['scaling']['fitted_temperature'] == pytest.approx(
+      calibration.fit_temperature(labels, probabilities))
+  assert point['scaling']['reason'].startswith(
+      'Temperature scaling helps images it was not fitted on (cross-validated over 5 folds')
+
+
+def test_scaling_that_does_not_help_out_of_sample_is_dropped():
+  # Calibrated already, and few images: a fitted temperature only adds noise.
+  labels, probabilities = _overconfident(1.0, images=40, seed=3)
+  point = calibration.operating_point(labels, probabilities, _patients(40), 0.95)
+  checked = point['scaling']['cross_validation']
+  assert checked['nll_scaled'] >= checked['nll_raw'] or checked['ece_scaled'] >= checked['ece_raw']
+  assert not point['scaling']['used'] and point['temperature'] == 1.0
+  assert point['scaling']['fitted_temperature'] != 1.0
+  assert point['scaling']['reason'].endswith('so the raw probabilities are kept.')
+
+
+def test_cross_validation_scales_each_fold_with_the_others_temperature():
+  labels, probabilities = _overconfident(2.0, images=60, seed=1)
+  patients = _patients(60, per_patient=3)
+  checked = calibration.cross_validated_scaling(labels, probabilities, patients, folds=4)
+  scaled = np.empty(60)
+  for fitted_on, held_out in folds.patient_folds(labels, patients, 4):
+    temperature = calibration.fit_temperature(labels[fitted_on], probabilities[fitted_on])
+    scaled[held_out] = calibration.apply_temperature(probabilities[held_out], temperature)
+  assert checked['folds'] == 4
+  assert checked['nll_scaled'] == pytest.approx(
+      calibration.negative_log_likelihood(labels, scaled))
+  assert checked['ece_scaled'] == pytest.approx(
+      calibration.expected_calibration_error(labels, scaled))
+  assert checked['nll_raw'] == pytest.approx(
+      calibration.negative_log_likelihood(labels, probabilities))
+  # Scaled out of fold, not with the temperature fitted on all of them.
+  everywhere = calibration.apply_temperature(
+      probabilities, calibration.fit_temperature(labels, probabilities))
+  assert checked['nll_scaled'] > calibration.negative_log_likelihood(labels, everywhere)
+
+
+def test_scaling_is_not_checked_without_two_patients_and_both_classes():
+  assert calibration.cross_validated_scaling(np.ones(6), np.full(6, 0.7), _patients(6)) is None
+  assert calibration.cross_validated_scaling(
+      np.array([0, 1]), np.array([0.2, 0.7]), np.array(['p', 'p'])) is None
+  point = calibration.operating_point(np.ones(6), np.full(6, 0.7), _patients(6), 0.95)
+  assert not point['scaling']['used'] and point['scaling']['reason'].startswith(
+      'There are too few validation patients')

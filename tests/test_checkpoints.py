@@ -33,42 +33,44 @@ def test_latest_are_kept_for_resume_and_the_best_apart(tmp_path):
   run = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
   metrics = [0.5, 0.9, 0.7, 0.6, 0.8]
   states = [_state(epoch) for epoch in range(5)]
-  became_best = [run.save(epoch, states[epoch], {'seed': 7}, metric)
-                 for epoch, metric in enumerate(metrics)]
+  # Epochs count from 1: checkpoints/N holds the state after epoch N.
+  became_best = [run.save(epoch, states[epoch - 1], {'seed': 7}, metric)
+                 for epoch, metric in enumerate(metrics, start=1)]
   run.wait()
   assert became_best == [True, True, False, False, False]
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '4']
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '5']
   latest, record = run.restore_latest(_state(99))
   _assert_same(latest, states[4])
-  assert record == {'seed': 7, 'epoch': 4, 'validation_metric': 0.8}
+  assert record == {'seed': 7, 'epoch': 5, 'validation_metric': 0.8}
   best, record = run.restore_best(_state(99))
   _assert_same(best, states[1])
-  assert record['epoch'] == 1
+  assert record['epoch'] == 2
+  assert os.listdir(tmp_path / 'best') == ['2']
   run.close()
   reopened = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
   assert reopened.best_metric == 0.9
-  assert not reopened.save(5, states[0], {}, 0.85)
+  assert not reopened.save(6, states[0], {}, 0.85)
   reopened.wait()
   reopened.close()
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
   run = checkpoints.RunCheckpoints(str(tmp_path), keep=3)
-  for epoch in range(2):
+  for epoch in (1, 2):
     run.save(epoch, _state(epoch), {}, None)
   run.wait()
-  for root, _, files in os.walk(tmp_path / 'checkpoints' / '1'):
+  for root, _, files in os.walk(tmp_path / 'checkpoints' / '2'):
     for name in files:
       with open(os.path.join(root, name), 'wb') as f:
         f.write(b'garbage')
   state, record = run.restore_latest(_state(99))
-  _assert_same(state, _state(0))
-  assert record['epoch'] == 0
+  _assert_same(state, _state(1))
+  assert record['epoch'] == 1
   # The damaged one is gone, so the retrained epoch can be saved again.
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['0']
-  assert run.save(1, _state(1), {}, None) is False
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1']
+  assert run.save(2, _state(2), {}, None) is False
   run.wait()
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['0', '1']
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2']
   run.close()
 
 
@@ -82,20 +84,20 @@ def test_nothing_to_restore(tmp_path):
 
 def test_a_best_save_lost_in_a_crash_is_recovered_from_the_latest(tmp_path):
   run = checkpoints.RunCheckpoints(str(tmp_path), keep=3)
-  states = [_state(epoch) for epoch in range(3)]
-  for epoch, metric in enumerate([0.5, 0.9, 0.7]):
-    run.save(epoch, states[epoch], {}, metric)
+  states = [_state(epoch) for epoch in range(1, 4)]
+  for epoch, metric in enumerate([0.5, 0.9, 0.7], start=1):
+    run.save(epoch, states[epoch - 1], {}, metric)
   run.wait()
   run.close()
-  # As if the process died after epoch 1's latest save but before its best save.
-  shutil.rmtree(tmp_path / 'best' / '1')
+  # As if the process died after epoch 2's latest save but before its best save.
+  shutil.rmtree(tmp_path / 'best' / '2')
   reopened = checkpoints.RunCheckpoints(str(tmp_path), keep=3)
-  assert reopened.best_metric is None  # Epoch 0's best copy went when epoch 1's came.
+  assert reopened.best_metric is None  # Epoch 1's best copy went when epoch 2's came.
   reopened.recover_best(_state(99))
   assert reopened.best_metric == 0.9
   best, record = reopened.restore_best(_state(99))
   _assert_same(best, states[1])
-  assert record['epoch'] == 1
+  assert record['epoch'] == 2
   reopened.close()
 
 
@@ -113,7 +115,7 @@ def _damage(directory):
 
 def _saved(tmp_path, metrics, keep=3):
   run = checkpoints.RunCheckpoints(str(tmp_path), keep=keep)
-  for epoch, metric in enumerate(metrics):
+  for epoch, metric in enumerate(metrics, start=1):
     run.save(epoch, _state(epoch), {}, metric)
   run.wait()
   return run
@@ -121,37 +123,37 @@ def _saved(tmp_path, metrics, keep=3):
 
 def test_a_damaged_best_checkpoint_names_itself_and_the_copy_that_replaces_it(tmp_path):
   run = _saved(tmp_path, [0.5, 0.9])
-  _damage(tmp_path / 'best' / '1')
+  _damage(tmp_path / 'best' / '2')
   with pytest.raises(checkpoints.CheckpointError) as raised:
     run.restore_best(_state(99))
-  best, latest = tmp_path / 'best' / '1', tmp_path / 'checkpoints'
+  best, latest = tmp_path / 'best' / '2', tmp_path / 'checkpoints'
   assert str(raised.value).startswith(
       f'The selected checkpoint {best} (epoch 2) cannot be restored (Orbax says: ')
   assert str(raised.value).endswith(
       f'{latest} holds epochs 1, 2, the selected one among them: replace the damaged copy '
-      f'with it (rm -r {best} && cp -r {latest}/1 {best}), or train again with a new '
+      f'with it (rm -r {best} && cp -r {latest}/2 {best}), or train again with a new '
       '--workdir.')
   assert '\n' not in str(raised.value) and 'tensorstore_spec' not in str(raised.value)
   run.close()
   # The advice works.
   shutil.rmtree(best)
-  shutil.copytree(latest / '1', best)
+  shutil.copytree(latest / '2', best)
   reopened = checkpoints.RunCheckpoints(str(tmp_path))
   state, record = reopened.restore_best(_state(99))
-  _assert_same(state, _state(1))
-  assert record['epoch'] == 1
+  _assert_same(state, _state(2))
+  assert record['epoch'] == 2
   reopened.close()
 
 
 def test_a_damaged_best_checkpoint_no_longer_among_the_latest_names_the_newest(tmp_path):
   run = _saved(tmp_path, [0.9, 0.5, 0.6], keep=2)
-  _damage(tmp_path / 'best' / '0')
+  _damage(tmp_path / 'best' / '1')
   with pytest.raises(checkpoints.CheckpointError) as raised:
     run.restore_best(_state(99))
   latest = tmp_path / 'checkpoints'
   assert str(raised.value).endswith(
       f'{latest} holds epochs 2, 3, not the selected one: put one in its place, e.g. the '
-      f'newest (rm -r {tmp_path}/best/0 && cp -r {latest}/2 {tmp_path}/best/2), knowing '
+      f'newest (rm -r {tmp_path}/best/1 && cp -r {latest}/3 {tmp_path}/best/3), knowing '
       'that validation did not select it and the report is not about it, or train again '
       'with a new --workdir.')
   run.close()
@@ -165,7 +167,7 @@ def test_a_damaged_best_checkpoint_no_longer_among_the_latest_names_the_newest(t
 
 def test_reads_left_pending_by_a_failed_restore_report_nothing(tmp_path, monkeypatch):
   run = _saved(tmp_path, [0.9])
-  _damage(tmp_path / 'best' / '0')
+  _damage(tmp_path / 'best' / '1')
   reported = []
   monkeypatch.setattr(sys, 'unraisablehook', reported.append)
   with pytest.raises(checkpoints.CheckpointError):

@@ -46,8 +46,8 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   config.train.head_only_epochs = 1
   config.eval.leave_one_source_out = True
   first = experiment.train_and_evaluate(config, workdir)
-  assert first['selected_epoch'] == 0 and len(first['history']) == 1
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['0']
+  assert first['selected_epoch'] == 1 and [entry['epoch'] for entry in first['history']] == [1]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1']
   # The head-only epoch changed the head alone: backbone weights and BatchNorm
   # statistics are still the initial ones.
   initial = train.initial_variables(config)
@@ -64,14 +64,17 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   config.train.epochs = 2
   config.eval.leave_one_source_out = False  # Its results stay in the report.
   resumed = experiment.train_and_evaluate(config, workdir)
-  # Epoch 0 came from the checkpoint; only epoch 1 was trained.
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['0', '1']
+  # Epoch 1 came from the checkpoint; only epoch 2 was trained.
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1', '2']
   assert _same(resumed['history'][:1], first['history']) and len(resumed['history']) == 2
   report_dir = os.path.join(workdir, report.REPORT_DIR)
   assert {'metrics.json', 'report.md', 'predictions.csv', 'confusion_matrix.png', 'roc.png',
           'training_curves.png'} <= set(os.listdir(report_dir))
   saved = _read(os.path.join(report_dir, report.METRICS_FILE))
-  assert saved['selected_epoch'] == resumed['selected_epoch'] in (0, 1)
+  assert saved['selected_epoch'] == resumed['selected_epoch'] in (1, 2)
+  # One numbering everywhere: the report, metrics.json and the checkpoint's folder.
+  assert [entry['epoch'] for entry in saved['history']] == [1, 2]
+  assert os.listdir(os.path.join(workdir, 'best')) == [str(saved['selected_epoch'])]
   test = saved['test']
   assert set(test) >= {'overall', 'cxr', 'ct'}
   # 80 images, patients split 70/20/10: the test split holds 16 of them.

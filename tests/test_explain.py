@@ -132,3 +132,26 @@ def test_feature_map_size_is_that_of_the_real_backbones(name, image_size):
       lambda x: hybrid.create_backbone(name).init_with_output(jax.random.key(0), x), images)
   side = explain.feature_map_size(image_size)
   assert output.shape[1:3] == (side, side) and side == {48: 2, 224: 7}[image_size]
+
+
+def test_a_branch_without_evidence_says_so_and_the_colour_bar_gives_the_scale(
+    tmp_path, monkeypatch):
+  kept = []
+  monkeypatch.setattr(explain.plt, 'close', kept.append)
+  image = np.full((32, 32, 3), 90, np.uint8)
+  heat = {'resnet50': np.zeros((2, 2)), 'efficientnetb0': np.array([[0.0, 1.0], [0.5, 0.0]])}
+  title = explain.decision_title('false positive', 0.61, 0.4321)
+  explain.plot_explanation(image, heat, {'resnet50': 0.0, 'efficientnetb0': 1.0}, title,
+                           str(tmp_path / 'explained.png'))
+  figure, = kept
+  image_axis, resnet, efficientnet, bar = figure.axes
+  assert image_axis.get_title() == 'false positive\np=0.610, threshold 0.4321'
+  assert resnet.get_title() == 'ResNet50: 0% of evidence'
+  assert [text.get_text() for text in resnet.texts] == [explain.NO_EVIDENCE]
+  assert efficientnet.get_title() == 'EfficientNetB0: 100% of evidence'
+  assert not efficientnet.texts
+  assert bar.get_ylabel() == 'Grad-CAM heat'
+  assert [label.get_text() for label in bar.get_yticklabels()] == ['none', 'highest']
+  monkeypatch.undo()
+  explain.plt.close(figure)
+  assert (tmp_path / 'explained.png').stat().st_size > 0

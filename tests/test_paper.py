@@ -38,7 +38,8 @@ def _write_run(runs_dir, name, accuracy, intervals=True, level=0.95):
                             'specificity': [float('nan'), float('nan')],
                             'recall': [0.1, 0.4], 'f1': [float('nan'), float('nan')]}
     result['intervals'] = {'level': level, 'resamples': 1000, 'unit': 'patient'}
-  (folder / report.METRICS_FILE).write_text(json.dumps(result))
+  # As the report writes it: strict JSON, undefined metrics as null.
+  report.write_json(str(folder / report.METRICS_FILE), result)
 
 
 def _write_audit(runs_dir, name, class_balance, dropped=0, bad=0):

@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
 import pytest
 
-from hybridcovid import experiment, predict
+from hybridcovid import checkpoints, experiment, predict
 import data_trees
 import test_experiment
 
@@ -94,7 +96,7 @@ def test_unreadable_files_are_rows_of_the_csv_with_advice_for_prediction(root, c
       'broken.png': 'truncated or corrupt PNG (Pillow says: cannot identify image file).',
       'notes.txt': "not a PNG, JPEG or DICOM file (it starts with b'not an i').",
       'missing.png': 'no such file or folder'}
-  assert all(row['probability'] == row['calibrated_probability'] == row['decision'] == ''
+  assert all(row['probability'] == row['decision'] == row.get('calibrated_probability', '') == ''
              for row in rows[4:])
   assert {os.path.basename(problem['path']): problem['reason']
           for problem in result['unreadable']} == problems
@@ -105,6 +107,26 @@ def test_unreadable_files_are_rows_of_the_csv_with_advice_for_prediction(root, c
     assert line == f'Not scored: {row["path"]}: {row["problem"]}'
   assert (f'3 files were not scored (listed in {root}/work/predict/predictions.csv with the '
           'problem): fix or remove each, or leave it out of --input.') in warnings
+
+
+def test_images_unlike_the_training_data_are_flagged_and_warned_about(root, caplog):
+  rng = np.random.default_rng(0)
+  (root / 'foreign').mkdir(exist_ok=True)
+  Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(
+      root / 'foreign' / 'noise.png')
+  familiar = root / 'images' / 'ct' / 'COVID' / '0_0.png'
+  result = predict.predict(str(root / 'work'), [str(familiar), str(root / 'foreign')])
+  threshold = checkpoints.open_trained_run(str(root / 'work')).best_record()[
+      'feature_reference']['threshold']
+  familiar_row, noise_row = result['predictions']
+  assert noise_row['unlike_training_data'] and noise_row['feature_distance'] > threshold
+  assert familiar_row['feature_distance'] < noise_row['feature_distance']
+  with open(root / 'work' / 'predict' / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [row['unlike_training_data'] for row in rows][1] == 'True'
+  warnings = [record.getMessage() for record in caplog.records if record.levelname == 'WARNING']
+  [warning] = [line for line in warnings if 'look unlike the data' in line]
+  assert f'({root}/foreign/noise.png)' in warning
 
 
 @contextlib.contextmanager
@@ -129,7 +151,7 @@ def _damaged(checkpoint):
 
 
 def test_a_damaged_checkpoint_ends_in_one_line_that_names_it_and_the_fix(root):
-  best, latest = root / 'work' / 'best' / '0', root / 'work' / 'checkpoints'
+  best, latest = root / 'work' / 'best' / '1', root / 'work' / 'checkpoints'
   with _damaged(best):
     for result in (_main(root, root / 'images'), _main(root, mode='evaluate')):
       assert result.returncode == 1
@@ -138,7 +160,7 @@ def test_a_damaged_checkpoint_ends_in_one_line_that_names_it_and_the_fix(root):
           f'error: The selected checkpoint {best} (epoch 1) cannot be restored (Orbax says: ')
       assert lines[-1].endswith(
           f'{latest} holds epoch 1, the selected one among them: replace the damaged copy with '
-          f'it (rm -r {best} && cp -r {latest}/0 {best}), or train again with a new --workdir.')
+          f'it (rm -r {best} && cp -r {latest}/1 {best}), or train again with a new --workdir.')
       assert 'Traceback' not in result.stderr
       assert 'Event loop is closed' not in result.stderr
 
@@ -147,7 +169,7 @@ def test_predict_logs_the_checkpoint_not_the_default_config(root):
   result = _main(root, root / 'images' / 'ct' / 'COVID' / '0_0.png')
   assert result.returncode == 0, result.stderr
   assert 'Config:' not in result.stderr and 'epochs: 100' not in result.stderr
-  assert (f'Scoring with {root}/work/best/0, the epoch selected on validation (1 of 1): '
+  assert (f'Scoring with {root}/work/best/1, the epoch selected on validation (1 of 1): '
           'resnet50 trained on cxr + ct, 32x32 images (pad).') in result.stderr
   with open(root / 'work' / 'predict' / 'predictions.json') as f:
     assert len(json.load(f)['predictions']) == 1

@@ -76,14 +76,6 @@ def test_the_warning_weighs_accuracy_against_chance():
   assert probe.shortcut_warning(result) is None
 
 
-def test_folds_are_fewer_where_a_class_has_few_patients():
-  targets = np.array([0] * 20 + [1] * 6)
-  patients = np.array(list(range(20)) + [20, 20, 21, 21, 22, 22])
-  assert probe.fold_count(targets, patients) == 3
-  assert probe.fold_count(np.array([0, 0, 1]), np.array([0, 1, 2])) == 2
-  assert probe.fold_count(np.repeat([0, 1], 50), np.arange(100)) == 5
-
-
 def test_a_value_of_one_patient_is_not_probed():
   features, attributes, patients = _case(source_strength=1.0, disease_strength=1.0)
   attributes['source'][patients == 7] = 'd'  # Patient 7's two images alone.

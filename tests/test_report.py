@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from hybridcovid import bootstrap, calibration, metrics, report
 
@@ -30,7 +31,7 @@ def _result(predictions):
 
 HISTORY = [{'epoch': epoch, 'train_loss': 0.7 - 0.1 * epoch, 'train_accuracy': 0.5 + 0.1 * epoch,
             'learning_rate': 1e-3, 'validation': {'accuracy': 0.6 + 0.1 * epoch, 'auc': 0.7}}
-           for epoch in range(3)]
+           for epoch in range(1, 4)]
 DESCRIPTION = {'title': 'Test report', 'model': 'resnet50', 'image_size': 32,
                'data': 'CXR, CT', 'split': 'train 1, validation 1, test 40', 'epochs': 3,
                'provenance': 'Used once.', 'notes': ['A note.']}
@@ -54,7 +55,7 @@ def test_report_holds_every_file_and_the_table_states_the_metrics(tmp_path):
   assert cells[3:7] == [f'{100 * overall[name]:.2f}'
                         for name in ('accuracy', 'specificity', 'recall', 'f1')]
   assert any(line.startswith('| CT | 16 |') for line in markdown.splitlines())
-  assert 'epoch 2 of 3' in markdown and 'Used once.' in markdown and '- A note.' in markdown
+  assert 'epoch 1 of 3' in markdown and 'Used once.' in markdown and '- A note.' in markdown
   rows = (tmp_path / 'predictions.csv').read_text().splitlines()
   assert len(rows) == 41 and rows[0] == 'key,patient_id,modality,source,label,probability'
 
@@ -89,26 +90,40 @@ def test_the_table_gives_each_metric_its_confidence_interval(tmp_path):
           'images of a patient together).') in markdown
 
 
-def test_the_operating_point_and_calibration_are_reported(tmp_path):
-  predictions = _predictions()
+def _with_operating_point(predictions, scaled):
+  """A result whose operating point was fitted on the test predictions themselves, scaling
+  the probabilities or not as `scaled` says."""
   labels = np.array([row['label'] for row in predictions])
   scores = np.array([row['probability'] for row in predictions])
-  point = calibration.operating_point(labels, scores, 0.95)
-  for row in predictions:
-    row['calibrated_probability'] = float(
-        calibration.apply_temperature(row['probability'], point['temperature']))
+  point = calibration.operating_point(
+      labels, scores, np.array([row['patient_id'] for row in predictions]), 0.95)
+  point['scaling'].update(used=scaled, reason='Reason given.')
+  point['temperature'] = point['scaling']['fitted_temperature'] if scaled else 1.0
   result = _result(predictions)
   result['operating_point'] = {
       **point, 'test': metrics.metrics_by_group(
           labels, scores, np.array([row['modality'] for row in predictions]),
           point['threshold']),
-      'test_ece': 0.125, 'test_ece_calibrated': 0.0625}
+      'test_ece': 0.125}
+  if scaled:
+    for row in predictions:
+      row['calibrated_probability'] = float(
+          calibration.apply_temperature(row['probability'], point['temperature']))
+    result['operating_point']['test_ece_calibrated'] = 0.0625
+  return result
+
+
+def test_the_operating_point_and_calibration_are_reported(tmp_path):
+  predictions = _predictions()
+  result = _with_operating_point(predictions, scaled=True)
+  point = result['operating_point']
   report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   markdown = (tmp_path / 'report.md').read_text()
   assert f"Decision threshold {point['threshold']:.4f}" in markdown
   assert 'sensitivity reaches 95.00% (it reached 95.00%)' in markdown
+  assert 'Calibration: Reason given. Temperature' in markdown
   assert '12.50% raw, 6.25% temperature-scaled' in markdown
-  at = result['operating_point']['test']['overall']
+  at = point['test']['overall']
   assert (f"- At the decision threshold fixed on validation ({point['threshold']:.4f}), "
           f"sensitivity {100 * at['recall']:.2f}% and specificity "
           f"{100 * at['specificity']:.2f}%.") in markdown.split('## In short')[1]
@@ -121,6 +136,121 @@ def test_the_operating_point_and_calibration_are_reported(tmp_path):
     assert image.format == 'PNG'
   header = (tmp_path / 'predictions.csv').read_text().splitlines()[0]
   assert header.endswith(',probability,calibrated_probability')
+
+
+def test_without_scaling_the_report_keeps_raw_probabilities_and_says_why(tmp_path):
+  predictions = _predictions()
+  result = _with_operating_point(predictions, scaled=False)
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  markdown = (tmp_path / 'report.md').read_text()
+  assert ('Calibration: Reason given. Expected calibration error on test (10 bins): 12.50%. '
+          'predictions.csv and prediction give the raw probability only.') in markdown
+  assert ('- Calibration error on test: 12.50%, raw probabilities: temperature scaling did '
+          'not help validation images it was not fitted on') in markdown
+  assert 'temperature-scaled' not in markdown
+  header = (tmp_path / 'predictions.csv').read_text().splitlines()[0]
+  assert header.endswith(',label,probability')
+
+
+def test_a_test_sensitivity_short_of_the_target_beyond_its_interval_is_warned(tmp_path):
+  predictions = _predictions()
+  result = _with_operating_point(predictions, scaled=False)
+  point = result['operating_point']
+  for group, values in point['test'].items():
+    values['intervals'] = {name: (0.7, 0.9) if group == 'ct' else (0.9, 0.99)
+                           for name in metrics.METRIC_NAMES}
+  values = point['test']['ct']
+  point['warnings'] = report.sensitivity_warnings(point)
+  # The CT interval ends below 95%; the others reach it.
+  assert point['warnings'] == [
+      f"CT: test sensitivity at the decision threshold is {100 * values['recall']:.2f}% "
+      '(CI 70.00-90.00%), short of the 95.00% the threshold was chosen to reach on '
+      'validation, beyond its confidence interval. The threshold does not carry over from '
+      'the validation images to the test images; a larger validation split gives a '
+      'steadier one.']
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  markdown = (tmp_path / 'report.md').read_text()
+  assert f"- **Sensitivity warning**: {point['warnings'][0]}" in markdown.split('## In short')[1]
+  assert f"**Warning.** {point['warnings'][0]}" in markdown.split('## Operating point')[1]
+
+
+def test_intervals_from_too_few_images_are_marked(tmp_path):
+  by_group = {
+      'few': {**metrics.binary_metrics(np.array([0, 1] * 20), np.full(40, 0.6)),
+              'intervals': {name: (0.5, 0.6) for name in metrics.METRIC_NAMES},
+              'too_few_images': True},
+      'many': {**metrics.binary_metrics(np.array([0, 1] * 20), np.full(40, 0.6)),
+               'intervals': {name: (0.5, 0.6) for name in metrics.METRIC_NAMES},
+               'too_few_images': False}}
+  lines = report.metrics_table(by_group).splitlines()
+  assert lines[2].split('|')[4].strip() == '50.00 (50.00-60.00)†'
+  assert lines[3].split('|')[4].strip() == '50.00 (50.00-60.00)'
+  assert lines[-1] == ('† Fewer than 30 images, or fewer than 10 of a class: the interval is '
+                       'too rough to trust (it can shrink to a point from a handful of images).')
+  assert '†' not in report.metrics_table({'many': by_group['many']})
+
+
+def test_metrics_json_is_strict_json_with_null_for_undefined_metrics(tmp_path):
+  predictions = [{**row, 'label': 0} for row in _predictions()]  # No COVID: recall undefined.
+  result = _result(predictions)
+  assert np.isnan(result['test']['overall']['recall'])
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+
+  def refuse(constant):
+    raise ValueError(f'not strict JSON: {constant}')
+
+  saved = json.loads((tmp_path / 'metrics.json').read_text(), parse_constant=refuse)
+  assert saved['test']['overall']['recall'] is None
+  assert saved['test']['overall']['specificity'] == result['test']['overall']['specificity']
+  assert report.percent(saved['test']['overall']['recall']) == 'n/a'
+
+
+@pytest.fixture
+def figures(monkeypatch):
+  """The figures the report closes, kept open for inspection until the test ends."""
+  close, kept = report.plt.close, []
+  monkeypatch.setattr(report.plt, 'close', kept.append)
+  yield kept
+  for figure in kept:
+    close(figure)
+
+
+def _texts(figure) -> str:
+  """Every title, label, legend entry and text of `figure`, one per line."""
+  texts = [figure._suptitle.get_text()] if figure._suptitle else []
+  for axis in figure.axes:
+    texts += [axis.get_title(), axis.get_xlabel(), axis.get_ylabel()]
+    texts += [text.get_text() for text in axis.texts]
+    legend = axis.get_legend()
+    if legend:
+      texts += [text.get_text() for text in legend.get_texts()]
+  return '\n'.join(texts)
+
+
+def test_every_figure_names_its_decision_threshold(tmp_path, figures):
+  predictions = _predictions()
+  result = _with_operating_point(predictions, scaled=True)
+  threshold = result['operating_point']['threshold']
+  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  confusion, roc, reliability, curves = figures
+  named = f'decision threshold {threshold:.4f}, fixed on validation'
+  assert f'Test confusion matrix, {named}' == confusion._suptitle.get_text()
+  # The confusion matrix counts at the threshold, not at 0.5.
+  at = result['operating_point']['test']['overall']['counts']
+  drawn = [text.get_text().split('\n')[0] for text in confusion.axes[0].texts]
+  assert drawn == [str(at[name]) for name in ('tn', 'fp', 'fn', 'tp')]
+  assert named.capitalize() in _texts(roc) and named.capitalize() in _texts(reliability)
+  assert 'Accuracy (decision threshold 0.5) and AUC' in _texts(curves)
+
+
+def test_training_curves_show_the_validation_loss(tmp_path, figures):
+  history = [{**entry, 'validation_loss': 0.8 - 0.2 * entry['epoch']} for entry in HISTORY]
+  report.plot_training_curves(history, str(tmp_path / 'curves.png'), selected_epoch=2)
+  loss = figures[0].axes[0]
+  lines = {line.get_label(): line for line in loss.get_lines()}
+  assert sorted(lines) == ['Training', 'Validation']
+  np.testing.assert_allclose(lines['Validation'].get_ydata(), [0.6, 0.4, 0.2])
+  np.testing.assert_array_equal(lines['Validation'].get_xdata(), [1, 2, 3])
 
 
 def test_the_shortcut_check_states_accuracies_beside_chance_and_warns(tmp_path):
