@@ -4,8 +4,11 @@ Any config field can be overridden, e.g. `--config.model.dtype=bfloat16`; a
 variant follows the file after a colon, e.g. `configs/hybrid.py:demo`.
 """
 
+import contextlib
+import json
 import logging as python_logging
 import os
+import re
 
 from absl import app
 from absl import flags
@@ -39,16 +42,76 @@ _MODE = flags.DEFINE_enum(
     '--config.benchmark.peers) and write benchmark.json and benchmark.md.')
 
 
-# Libraries whose informational messages would bury this program's own.
-QUIET_LIBRARIES = (f'{os.sep}orbax{os.sep}', f'{os.sep}tensorflow_datasets{os.sep}')
+# Libraries whose messages would bury this program's own, and the lowest level
+# of theirs that is shown (TFDS warns that every prepared data set is custom).
+QUIET_LIBRARIES = {f'{os.sep}jax{os.sep}': python_logging.WARNING,
+                   f'{os.sep}orbax{os.sep}': python_logging.WARNING,
+                   f'{os.sep}tensorflow_datasets{os.sep}': python_logging.ERROR}
 
 
 class _QuietLibraries(python_logging.Filter):
-  """Keeps warnings and errors of QUIET_LIBRARIES, and everything of everything else."""
+  """Drops messages of QUIET_LIBRARIES below their level; keeps everything else."""
 
   def filter(self, record: python_logging.LogRecord) -> bool:
-    return (record.levelno >= python_logging.WARNING
-            or not any(part in record.pathname for part in QUIET_LIBRARIES))
+    return all(record.levelno >= level for part, level in QUIET_LIBRARIES.items()
+               if part in record.pathname)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, each error in one line: an unknown `--config.` field comes with
+  the nearest known one, a config file that fails with its own message."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:  # ml_collections' unknown field.
+    raise SystemExit(f'error: {_unknown_field(argv, str(error))}') from None
+  except flags.Error as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1:  # A config file that raised: the last line says why.
+      lines = [f'{lines[0].split(": ")[0]}: {lines[-1].split(": ", 1)[-1]}']
+    raise SystemExit(f'error: {lines[0]} See --helpfull for every flag.') from None
+
+
+def _unknown_field(argv: list[str], message: str) -> str:
+  """One line naming the `--config.` flag whose field does not exist, and the likely one."""
+  given = re.search(r"(\w+)", message).group(1)  # The message starts with the field.
+  meant = re.search(r'Did you mean "([^"]+)"', message)
+  for flag in (arg.split('=')[0] for arg in argv if arg.startswith('--config.')):
+    parts = flag.split('.')
+    if given in parts:
+      if not meant:
+        return f'{flag}: no such config field; configs/default.py lists them all.'
+      parts[parts.index(given)] = meant.group(1)
+      return f'{flag}: no such config field. Did you mean {".".join(parts)}?'
+  return f'no config field {given!r}; configs/default.py lists them all.'
+
+
+def write_config(config, workdir: str) -> None:
+  """The resolved config as WORKDIR/config.json (config_<mode>.json for other modes than
+  train, so that the training's stays), named in one log line."""
+  name = 'config.json' if _MODE.value == 'train' else f'config_{_MODE.value}.json'
+  path = os.path.join(os.path.abspath(workdir), name)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+      f.write(json.dumps(json.loads(config.to_json_best_effort()), indent=1) + '\n')
+  logging.info('Config: %s', path)
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow and TFDS with native stderr closed: TensorFlow's C++ start-up
+  notices (oneDNN, CPU features), which TF_CPP_MIN_LOG_LEVEL no longer silences, would
+  otherwise open every run. Python errors of the import still show."""
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, 'w') as devnull, contextlib.redirect_stderr(devnull):
+      os.dup2(devnull.fileno(), 2)
+      try:
+        import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+        import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
+      finally:
+        os.dup2(saved, 2)
+  finally:
+    os.close(saved)
 
 
 def setup_jax(config) -> None:
@@ -79,9 +142,11 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f'--mode={_MODE.value} needs --config, e.g. --config=configs/hybrid.py.')
     # The run's own config comes from its checkpoint, and predict logs it.
     config = default.get_config()
-  else:
-    logging.info('Config:\n%s', config)
   setup_jax(config)
+  if _CONFIG.value is not None:
+    write_config(config, workdir)
+  if _MODE.value in ('train', 'evaluate', 'audit'):  # Their data pipelines use TensorFlow.
+    import_tensorflow_quietly()
   try:
     if _MODE.value in ('train', 'evaluate'):
       from hybridcovid import experiment  # Imports TensorFlow (the data pipeline).
@@ -96,12 +161,13 @@ def main(argv: list[str]) -> None:
       from hybridcovid import benchmark
       benchmark.run(config, workdir)
     elif _MODE.value == 'audit':
-      from hybridcovid.data import pipeline  # Imports TensorFlow.
-      pipeline.load(config.data, workdir, config.seed)
+      from hybridcovid.data import audit, pipeline  # Imports TensorFlow.
+      data = pipeline.load(config.data, workdir, config.seed)
+      logging.info('Data audit:\n%s', audit.format_table(data.report))
   except errors.UserError as error:
     raise SystemExit(f'error: {error}') from error
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -109,7 +109,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_image_size = 128
   config.data.synthetic_dir = ''  # Where it is written; '' is WORKDIR/synthetic_data.
   config.data.modalities = ('cxr', 'ct')  # Pooled; one of them for a single modality.
-  config.data.tfds_dir = '~/tensorflow_datasets'  # Where prepared data are kept.
+  # Where prepared (decoded, shrunk) images are kept: '' is WORKDIR/prepared_data,
+  # removed with the work directory. Runs on the same data can share one
+  # folder, e.g. ~/.cache/hybridcovid/prepared; delete it to free the space.
+  config.data.tfds_dir = ''
   # Prepared images are stored with their longer side at most this many
   # pixels (0 keeps them whole); prediction shrinks its inputs alike.
   config.data.max_stored_side = 512

@@ -345,6 +345,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
   rng = jax.random.key(config.seed + 1)
   summaries = _Summaries(workdir)
+  if len(history) < config.train.epochs:
+    logging.info('Compiling the train step before the first one: a minute or more on a CPU '
+                 'the first time, read from the compilation cache after that.')
   # Epochs count from 1 here as in every log, checkpoint and report.
   for epoch in range(len(history) + 1, config.train.epochs + 1):
     state = state.replace(apply_fn=(
@@ -470,6 +473,7 @@ def train_leave_one_source_out(config: ml_collections.ConfigDict, workdir: str,
     fold.data.split_file = config.data.split_file or os.path.join(workdir, pipeline.SPLIT_FILE)
     if config.data.synthetic and not config.data.synthetic_dir:
       fold.data.synthetic_dir = os.path.join(workdir, pipeline.SYNTHETIC_DIR)
+    fold.data.tfds_dir = pipeline.prepared_dir(config.data, workdir)  # Prepared once.
     fold_dir = os.path.join(root, _folder_name(source))
     outcome = {'workdir': os.path.relpath(fold_dir, workdir)}
     if _finished(os.path.join(fold_dir, report.REPORT_DIR), fold.train.epochs):

@@ -7,10 +7,11 @@
 #   and the --config.model.pretrained.* folders written by `python -m hybridcovid.convert`.
 #   VARIANT=demo runs every experiment on the built-in synthetic data instead.
 # A run that was interrupted resumes when the script is started again; a
-# finished one is re-evaluated from its checkpoint, not retrained.
+# finished one is re-evaluated from its checkpoint, not retrained. The runs
+# share one copy of the prepared data, RUNS_DIR/prepared_data.
 set -euo pipefail
 if [[ $# -lt 1 ]]; then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,11p' "$0" >&2
   exit 2
 fi
 runs_dir=$(realpath -m "$1")
@@ -20,6 +21,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 for experiment in cxr_resnet50 cxr_efficientnetb0 ct_resnet50 ct_efficientnetb0 \
                   pooled_resnet50 pooled_efficientnetb0 hybrid; do
   python "${root}/main.py" --config="${root}/configs/${experiment}.py${variant}" \
-    --workdir="${runs_dir}/${experiment}" "$@"
+    --workdir="${runs_dir}/${experiment}" --config.data.tfds_dir="${runs_dir}/prepared_data" "$@"
 done
 (cd "${root}" && python -m hybridcovid.paper --runs_dir="${runs_dir}")

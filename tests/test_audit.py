@@ -62,6 +62,13 @@ def test_audit_finds_planted_patient_exact_and_near_duplicates():
   table = audit.format_table(report)
   assert 'patients in more than one split: 1' in table
   assert 'exact duplicates across splits: 1' in table
+  report['dropped_duplicates'] = audit.keys_to_drop(report)
+  report['class_balance'] = audit.class_balance(facts, assignment)
+  line = audit.summary_line(report)
+  assert '\n' not in line
+  assert line.startswith(f"{report['images']} images of {report['patients']} patients (train ")
+  assert line.endswith('patients in more than one split 1, duplicates across splits 1 exact '
+                       f"and {len(near_pairs)} near (2 dropped), bad files 0")
 
 
 def test_class_balance_and_image_statistics_count_every_image():

@@ -71,10 +71,21 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert {'metrics.json', 'report.md', 'predictions.csv', 'confusion_matrix.png', 'roc.png',
           'training_curves.png'} <= set(os.listdir(report_dir))
   saved = _read(os.path.join(report_dir, report.METRICS_FILE))
+  with open(os.path.join(report_dir, report.METRICS_FILE)) as f:
+    json.load(f, parse_constant=lambda constant: pytest.fail(f'{constant} in metrics.json'))
   assert saved['selected_epoch'] == resumed['selected_epoch'] in (1, 2)
   # One numbering everywhere: the report, metrics.json and the checkpoint's folder.
   assert [entry['epoch'] for entry in saved['history']] == [1, 2]
   assert os.listdir(os.path.join(workdir, 'best')) == [str(saved['selected_epoch'])]
+  assert all(entry['validation_loss'] > 0 for entry in saved['history'])
+  # Scaling was checked out of sample; its verdict decides the CSV's columns.
+  scaling = saved['operating_point']['scaling']
+  with open(os.path.join(report_dir, 'predictions.csv')) as f:
+    header = next(csv.reader(f))
+  assert ('calibrated_probability' in header) == scaling['used']
+  assert ('test_ece_calibrated' in saved['operating_point']) == scaling['used']
+  record = checkpoints.RunCheckpoints(workdir).best_record()
+  assert record['feature_reference'] is None or len(record['feature_reference']['mean']) == 2048
   test = saved['test']
   assert set(test) >= {'overall', 'cxr', 'ct'}
   # 80 images, patients split 70/20/10: the test split holds 16 of them.

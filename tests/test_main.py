@@ -86,7 +86,7 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
 
   killed = subprocess.Popen([*command, f'--workdir={tmp_path}/killed'], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  first_checkpoint = tmp_path / 'killed' / 'checkpoints' / '0' / 'commit_success.txt'
+  first_checkpoint = tmp_path / 'killed' / 'checkpoints' / '1' / 'commit_success.txt'
   deadline = time.monotonic() + 300
   while not first_checkpoint.exists() and killed.poll() is None:
     assert time.monotonic() < deadline, 'no checkpoint within 5 minutes'
@@ -102,3 +102,61 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
   # The same text: every number equal, undefined ones (NaN) included.
   assert ((tmp_path / 'killed' / 'report' / 'metrics.json').read_text()
           == (tmp_path / 'whole' / 'report' / 'metrics.json').read_text())
+
+
+DEMO_EPOCHS = 6  # configs/default.py's demo; each epoch logs one line.
+
+
+def _console_lines(output: str) -> list[str]:
+  """What a person reads of `output`: no progress bars (tqdm's carriage-return
+  updates), no blank lines."""
+  return [line for line in output.splitlines()
+          if line.strip() and '\r' not in line and not re.search(r'\|[^|]*\| *\d+/', line)]
+
+
+@pytest.mark.slow
+def test_a_demo_run_says_little_and_compiles_each_step_once(tmp_path):
+  epochs = 2
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/hybrid.py:demo', f'--workdir={tmp_path}/work',
+       f'--config.train.epochs={epochs}', '--config.data.synthetic_patients_per_class=16',
+       '--config.data.image_size=32', "--config.model.backbones=('resnet50',)",
+       '--config.eval.bootstrap_resamples=50', f'--config.compilation_cache_dir={tmp_path}/cache'],
+      cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'JAX_LOG_COMPILES': '1'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  output = result.stdout + result.stderr
+  # JAX's own log of what it compiles, asked for by JAX_LOG_COMPILES, is not console output.
+  compiled = [line for line in output.splitlines() if 'Compiling jit(' in line]
+  assert [line for line in compiled if 'jit(train_step)' in line].__len__() == 1
+  assert [line for line in compiled if 'jit(eval_features_step)' in line].__len__() == 1
+  lines = [line for line in _console_lines(output)
+           if not re.search(r'(pxla|dispatch)\.py:\d+\]', line)]
+  # The full demo logs one more line per further epoch.
+  assert len(lines) + DEMO_EPOCHS - epochs <= 25, '\n'.join(lines)
+  assert lines[0].endswith(f'Config: {tmp_path}/work/config.json')
+  assert lines[-1].endswith(f'Report written to {tmp_path}/work/report/report.md.')
+  assert any('Compiling the train step' in line for line in lines)
+  for noise in ('oneDNN', 'tpu', 'Downloading and preparing', 'Using custom data configuration'):
+    assert noise not in output
+  config = json.loads((tmp_path / 'work' / 'config.json').read_text())
+  assert config['train']['epochs'] == epochs
+  assert os.path.isdir(tmp_path / 'work' / 'prepared_data')  # Nothing outside the workdir.
+
+
+def test_a_bad_config_flag_is_one_line_with_the_nearest_field(tmp_path):
+  for flag, message in (
+      ('--config.train.epochz=3',
+       'error: --config.train.epochz: no such config field. Did you mean --config.train.epochs?'),
+      ('--config.trian.epochs=3',
+       'error: --config.trian.epochs: no such config field. Did you mean --config.train.epochs?'),
+      ('--config.train.epochs=abc',
+       "error: flag --config.train.epochs=abc: invalid literal for int() with base 10: 'abc' "
+       'See --helpfull for every flag.')):
+    result = _main(f'--workdir={tmp_path}', flag)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [message]
+  variant = subprocess.run([sys.executable, 'main.py', '--config=configs/hybrid.py:demoo',
+                            f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True, text=True)
+  assert variant.stderr.strip().splitlines() == [
+      "error: flag --config=configs/hybrid.py:demoo: Unknown config variant 'demoo'; choose "
+      "from ['demo'] (e.g. --config=configs/hybrid.py:demo). See --helpfull for every flag."]

@@ -122,14 +122,14 @@ def test_pmap_and_shard_map_runs_agree_and_a_killed_pmap_run_resumes(tmp_path):
     done = _run(tmp_path / mode, mode, 2, cache)
     assert done.returncode == 0, done.stderr[-3000:]
     results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-  killed = _run(tmp_path / 'killed', 'pmap', 2, cache, kill_after=0)
+  killed = _run(tmp_path / 'killed', 'pmap', 2, cache, kill_after=1)
   assert killed.returncode == -9, killed.stderr[-3000:]
-  first_checkpoint = tmp_path / 'killed' / 'checkpoints' / '0'
-  assert sorted(os.listdir(first_checkpoint.parent)) == ['0']
+  first_checkpoint = tmp_path / 'killed' / 'checkpoints' / '1'
+  assert sorted(os.listdir(first_checkpoint.parent)) == ['1']
   saved_at = first_checkpoint.stat().st_mtime_ns
   resumed = _run(tmp_path / 'killed', 'pmap', 2, cache)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert first_checkpoint.stat().st_mtime_ns == saved_at  # Epoch 0 was not trained again.
+  assert first_checkpoint.stat().st_mtime_ns == saved_at  # Epoch 1 was not trained again.
   results['resumed'] = json.loads(resumed.stdout.strip().splitlines()[-1])
 
   # A killed and resumed run ends exactly where the uninterrupted one does.

@@ -183,6 +183,18 @@ def format_table(report: Mapping) -> str:
   return '\n'.join(lines)
 
 
+def summary_line(report: Mapping) -> str:
+  """The audit in one line for the log: images, split sizes and what was found."""
+  sizes = ', '.join(f'{split} {sum(sum(labels.values()) for labels in by_modality.values())}'
+                    for split, by_modality in report['class_balance'].items())
+  return (f'{report["images"]} images of {report["patients"]} patients ({sizes}); '
+          f'patients in more than one split {len(report["patients_across_splits"])}, '
+          f'duplicates across splits {len(report["exact_duplicates_across_splits"])} exact and '
+          f'{len(report["near_duplicates_across_splits"])} near '
+          f'({len(report.get("dropped_duplicates", []))} dropped), '
+          f'bad files {len(report["bad_files"])}')
+
+
 def check_patients(report: Mapping) -> None:
   """Raises LeakageError naming the patients that appear in more than one split."""
   leaked = report['patients_across_splits']

@@ -14,8 +14,10 @@ import hashlib
 import os
 from typing import Callable
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from hybridcovid.data import audit, prepare, sources
 
@@ -89,6 +91,14 @@ class _ScannedImages(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict(_FEATURES),
         description=self.__doc__)
 
+  # TFDS prints "Downloading and preparing dataset" and where it went to
+  # standard output; nothing is downloaded, and prepare.py logs the preparation.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    logging.info('Prepared data kept in %s.', self.data_dir)
+
   def _split_generators(self, dl_manager):
     # Nothing is downloaded: the files are in the manual folder, already scanned.
     del dl_manager
@@ -98,7 +108,8 @@ class _ScannedImages(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     examples = prepare.prepare_examples(config.records, config.ct_window,
                                         config.max_stored_side, config.processes)
-    for record, example in zip(config.records, examples):
+    progress = tqdm.tqdm(examples, total=len(config.records), desc='preparing', unit='image')
+    for record, example in zip(config.records, progress):
       yield record.key, example
 
 
@@ -168,6 +179,8 @@ def prepared_builder(layout: str, root: str, data_dir: str, ct_window: tuple[flo
       config=ScanConfig(root=root, ct_window=ct_window, max_stored_side=max_stored_side,
                         processes=processes, records=records),
       data_dir=os.path.expanduser(data_dir))
+  # Its nested bars garble a log; `_generate_examples` shows one of its own.
+  tfds.display_progress_bar(False)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(root)))
   return builder

@@ -25,6 +25,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 SPLIT_FILE = 'split.json'
 AUDIT_FILE = 'audit.json'
 SYNTHETIC_DIR = 'synthetic_data'
+# Where prepared data are kept when --config.data.tfds_dir is empty.
+PREPARED_DIR = 'prepared_data'
 MAX_LISTED = 10
 
 
@@ -40,6 +42,11 @@ class LoadedData:
     """Indices into `facts` of the examples in `split`."""
     return np.array([i for i, fact in enumerate(self.facts)
                      if self.assignment.get(fact.record.key) == split], np.int32)
+
+
+def prepared_dir(data_config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Where the prepared data are kept: `data_config.tfds_dir`, or WORKDIR/prepared_data."""
+  return os.path.expanduser(data_config.tfds_dir) or os.path.join(workdir, PREPARED_DIR)
 
 
 def source_folders(data_config: ml_collections.ConfigDict, workdir: str
@@ -94,7 +101,7 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
   folders = source_folders(data_config, workdir)
   # Configs of runs that predate these fields: whole images, every core.
   prepared = [builders.prepared_builder(
-      layout, folder, data_config.tfds_dir, ct_window,
+      layout, folder, prepared_dir(data_config, workdir), ct_window,
       max_stored_side=data_config.get('max_stored_side', 0),
       processes=data_config.get('prepare_processes', 0)) for layout, folder in folders]
   facts = [fact for builder in prepared for fact in builders.read_facts(builder)
@@ -144,8 +151,8 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, AUDIT_FILE), 'w') as f:
       json.dump(report, f, indent=1)
-    logging.info('Data audit (%s):\n%s', os.path.join(workdir, AUDIT_FILE),
-                 audit.format_table(report))
+    logging.info('Data audit (%s): %s.', os.path.join(workdir, AUDIT_FILE),
+                 audit.summary_line(report))
   audit.check_patients(report)
   if not all_test:
     _check_classes_per_split(report['class_balance'])
