@@ -45,6 +45,7 @@ _MODE = flags.DEFINE_enum(
 # Libraries whose messages would bury this program's own, and the lowest level
 # of theirs that is shown (TFDS warns that every prepared data set is custom).
 QUIET_LIBRARIES = {f'{os.sep}jax{os.sep}': python_logging.WARNING,
+                   f'{os.sep}optax{os.sep}': python_logging.WARNING,
                    f'{os.sep}orbax{os.sep}': python_logging.WARNING,
                    f'{os.sep}tensorflow_datasets{os.sep}': python_logging.ERROR}
 

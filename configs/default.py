@@ -63,6 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
   # fine-tune the backbones at this fraction of the learning rate.
   config.train.head_only_epochs = 0
   config.train.finetune_learning_rate_factor = 0.1
+  # The head's learning rate as a fraction of the backbones'. Adam moves every
+  # weight of a hidden unit by about the learning rate at each step, and the
+  # pooled features it reads are all positive, so a large rate can push a unit
+  # below zero for every image for good.
+  config.train.head_learning_rate_factor = 1.0
   # The validation metric that picks the checkpoint evaluated on test.
   config.train.selection_metric = 'accuracy'
 

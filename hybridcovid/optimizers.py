@@ -87,8 +87,10 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int
     # The inner optimiser counts from the boundary; the schedule from step 0.
     backbone = frozen_until(
         boundary, optimizer(lambda count: factor * schedule(count + boundary)))
-  grouped = optax.multi_transform({'head': optimizer(schedule), 'backbone': backbone},
-                                  parameter_groups)
+  head_factor = config.get('head_learning_rate_factor', 1.0)
+  head = optimizer(schedule if head_factor == 1.0
+                   else lambda count: head_factor * schedule(count))
+  grouped = optax.multi_transform({'head': head, 'backbone': backbone}, parameter_groups)
   if config.gradient_clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(config.gradient_clip_norm), grouped)
   return grouped

@@ -47,8 +47,11 @@ def initial_variables(config: Any) -> dict:
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
                        variables: dict) -> TrainState:
   """A state holding `variables` (see `initial_variables`) for `model`."""
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                           batch_stats=variables.get('batch_stats', {}), tx=optimizer)
+  params = variables['params']
+  # One compiled program for the optimiser's zeros, not one per parameter shape.
+  return TrainState(step=0, apply_fn=model.apply, params=params, tx=optimizer,
+                    opt_state=jax.jit(optimizer.init)(params),
+                    batch_stats=variables.get('batch_stats', {}))
 
 
 def abstract_train_state(model: nn.Module, optimizer: optax.GradientTransformation,

@@ -92,3 +92,16 @@ def test_fine_tuning_follows_the_head_schedule_scaled():
     updates, state = optimizer.update(grads, state, params)
   head_rate = float(optimizers.learning_rate_schedule(config, 5)(10))
   assert float(updates['resnet50']['w'][0]) == pytest.approx(-0.1 * head_rate)
+
+
+def test_the_head_learns_at_its_own_fraction_of_the_rate():
+  params = {'resnet50': {'w': jnp.zeros(2)}, 'hidden': {'w': jnp.zeros(2)},
+            'logits': {'w': jnp.zeros(2)}}
+  grads = jax.tree.map(lambda x: x + jnp.array([1.0, -3.0]), params)
+  optimizer = optimizers.create_optimizer(
+      _config(learning_rate=0.01, head_learning_rate_factor=0.1), 1)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  # Adam's first step moves each weight by its group's rate against its gradient.
+  np.testing.assert_allclose(updates['resnet50']['w'], [-0.01, 0.01], rtol=1e-4)
+  for name in ('hidden', 'logits'):
+    np.testing.assert_allclose(updates[name]['w'], [-0.001, 0.001], rtol=1e-4)
