@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from configs import default
 import data_trees
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,8 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
           == (tmp_path / 'whole' / 'report' / 'metrics.json').read_text())
 
 
-DEMO_EPOCHS = 6  # configs/default.py's demo; each epoch logs one line.
+# Each epoch of the demo logs one line.
+DEMO_EPOCHS = default.demo(default.get_config()).train.epochs
 
 
 def _console_lines(output: str) -> list[str]:
