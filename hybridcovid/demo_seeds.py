@@ -23,12 +23,6 @@ TARGET_ACCURACY = 0.90
 TIME_LIMIT_SECONDS = 300.0
 WALL_SECONDS_FILE = 'wall_seconds'
 
-_RUNS_DIR = flags.DEFINE_string('runs_dir', None, 'The folder of the seed<N> runs.')
-_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'The seeds to read.')
-_OUT = flags.DEFINE_string('out', '', 'Write OUT.md and OUT.json with every seed.')
-_FLAGS = flags.DEFINE_string('flags', '', 'The config flags the runs were given, for the record.')
-
-
 def seed_result(runs_dir: str, seed: int) -> dict:
   """Test accuracy (with its interval), AUC, selected epoch and wall time of one seed's run."""
   workdir = os.path.join(runs_dir, f'seed{seed}')
@@ -105,20 +99,26 @@ def markdown(summary_: dict) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  results = [seed_result(_RUNS_DIR.value, int(seed)) for seed in _SEEDS.value]
-  if not _OUT.value:
+  values = flags.FLAGS
+  results = [seed_result(values.runs_dir, int(seed)) for seed in values.seeds]
+  if not values.out:
     for result in results:
       print(seed_line(result))  # This command's output.
     return
-  result = summary(results, _FLAGS.value)
-  with open(_OUT.value + '.json', 'w') as f:
+  result = summary(results, values.config_flags)
+  with open(values.out + '.json', 'w') as f:
     json.dump(result, f, indent=1)
   text = markdown(result)
-  with open(_OUT.value + '.md', 'w') as f:
+  with open(values.out + '.md', 'w') as f:
     f.write(text)
   print(text)
 
 
 if __name__ == '__main__':
+  # Defined here, not on import: other modules' commands define --runs_dir and --out too.
+  flags.DEFINE_string('runs_dir', None, 'The folder of the seed<N> runs.')
+  flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'The seeds to read.')
+  flags.DEFINE_string('out', '', 'Write OUT.md and OUT.json with every seed.')
+  flags.DEFINE_string('config_flags', '', 'The config flags the runs were given, for the record.')
   flags.mark_flag_as_required('runs_dir')
   app.run(main)

@@ -34,4 +34,4 @@ for seed in "${seeds[@]}"; do
 done
 seed_list=$(IFS=,; echo "${seeds[*]}")
 (cd "${root}" && python -m hybridcovid.demo_seeds --runs_dir="${runs_dir}" --seeds="${seed_list}" \
-   --out="${out}" --flags="${FLAGS:-}")
+   --out="${out}" --config_flags="${FLAGS:-}")
