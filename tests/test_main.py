@@ -100,7 +100,7 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
                            capture_output=True, text=True)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert re.search(r'Resuming after epoch [12] from', resumed.stderr)
-  # The same text: every number equal, undefined ones (NaN) included.
+  # The same text: every number equal, undefined ones (null) included.
   assert ((tmp_path / 'killed' / 'report' / 'metrics.json').read_text()
           == (tmp_path / 'whole' / 'report' / 'metrics.json').read_text())
 
