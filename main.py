@@ -5,7 +5,6 @@ variant follows the file after a colon, e.g. `configs/hybrid.py:demo`.
 """
 
 import contextlib
-import json
 import logging as python_logging
 import os
 import re
@@ -94,7 +93,7 @@ def write_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
-      f.write(json.dumps(json.loads(config.to_json_best_effort()), indent=1) + '\n')
+      f.write(config.to_json_best_effort(indent=1) + '\n')
   logging.info('Config: %s', path)
 
 

@@ -391,16 +391,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validation_predictions = prediction_rows(data, validation_ids,
                                              validation_outputs['probability'])
     validation = group_metrics(validation_predictions)
+    labels, probabilities, patients = (
+        [row[field] for row in validation_predictions]
+        for field in ('label', 'probability', 'patient_id'))
     # Fitted on validation only, kept with the checkpoint, applied unchanged to test.
-    operating_point = calibration.operating_point(
-        [row['label'] for row in validation_predictions],
-        [row['probability'] for row in validation_predictions],
-        [row['patient_id'] for row in validation_predictions], config.eval.target_sensitivity)
+    operating_point = calibration.operating_point(labels, probabilities, patients,
+                                                  config.eval.target_sensitivity)
     selection = validation['overall'][config.train.selection_metric]
     # Unweighted, unlike the training loss when classes are weighted.
-    validation_loss = calibration.negative_log_likelihood(
-        [row['label'] for row in validation_predictions],
-        [row['probability'] for row in validation_predictions])
+    validation_loss = calibration.negative_log_likelihood(labels, probabilities)
     logging.info('Epoch %d: training loss %.4f, validation loss %.4f, %s %.4f, AUC %.4f.',
                  epoch, np.mean(losses), validation_loss, config.train.selection_metric,
                  selection, validation['overall']['auc'])
@@ -413,9 +412,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     'learning_rate': float(learning_rate(last_step - 1)),
                     'validation': validation['overall']})
     # What prediction compares new images' features with.
-    reference = feature_distance.fit_reference(
-        validation_outputs['features'], [row['label'] for row in validation_predictions],
-        [row['patient_id'] for row in validation_predictions])
+    reference = feature_distance.fit_reference(validation_outputs['features'], labels,
+                                               patients)
     run.save(epoch, data_parallel.logical_state(state),
              {**record, 'validation': validation['overall'],
               'operating_point': operating_point, 'feature_reference': reference,

@@ -13,7 +13,6 @@ previous results as they were.
 """
 
 import csv
-import json
 import os
 from typing import Callable, Sequence, TextIO
 
@@ -227,8 +226,7 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
 
   csv_path = os.path.join(output_dir, CSV_FILE)
   _replace_files({csv_path: write_csv,
-                  os.path.join(output_dir, JSON_FILE): lambda f: json.dump(
-                      report.strict_json(result), f, indent=1, allow_nan=False)})
+                  os.path.join(output_dir, JSON_FILE): lambda f: report.dump_json(result, f)})
   for problem in problems:
     logging.warning('Not scored: %s: %s', problem['path'], problem['reason'])
   if problems:

@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import os
-from typing import Sequence
+from typing import Sequence, TextIO
 
 import matplotlib
 
@@ -64,10 +64,15 @@ def strict_json(value):
   return value
 
 
+def dump_json(value, f: TextIO) -> None:
+  """`value` as strict, indented JSON into the open file `f`."""
+  json.dump(strict_json(value), f, indent=1, allow_nan=False)
+
+
 def write_json(path: str, value) -> None:
   """`value` as strict, indented JSON in `path`."""
   with open(path, 'w') as f:
-    json.dump(strict_json(value), f, indent=1, allow_nan=False)
+    dump_json(value, f)
 
 
 def group_name(group: str) -> str:

@@ -129,8 +129,8 @@ def test_a_demo_run_says_little_and_compiles_each_step_once(tmp_path):
   output = result.stdout + result.stderr
   # JAX's own log of what it compiles, asked for by JAX_LOG_COMPILES, is not console output.
   compiled = [line for line in output.splitlines() if 'Compiling jit(' in line]
-  assert [line for line in compiled if 'jit(train_step)' in line].__len__() == 1
-  assert [line for line in compiled if 'jit(eval_features_step)' in line].__len__() == 1
+  assert sum('jit(train_step)' in line for line in compiled) == 1
+  assert sum('jit(eval_features_step)' in line for line in compiled) == 1
   lines = [line for line in _console_lines(output)
            if not re.search(r'(pxla|dispatch)\.py:\d+\]', line)]
   # The full demo logs one more line per further epoch.
