@@ -8,9 +8,11 @@ config, the split, input checksums, the seed, versions, devices, metrics).
 Saves are asynchronous; call `wait` before the process exits.
 """
 
+import logging as python_logging
 import os
 import re
 import sys
+import threading
 from typing import Any
 
 from absl import logging
@@ -41,30 +43,44 @@ def _cause(error: Exception, limit: int = 240) -> str:
   return f'...{cause}' if parts else cause
 
 
-def _is_closed_loop_error(unraisable: Any) -> bool:
-  return (isinstance(unraisable.exc_value, RuntimeError)
-          and str(unraisable.exc_value) == 'Event loop is closed')
+def _is_closed_loop_error(error: BaseException | None) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+
+
+class _ClosedLoopLogFilter(python_logging.Filter):
+  """Drops asyncio's 'Task exception was never retrieved' for a closed loop."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return not (record.exc_info and _is_closed_loop_error(record.exc_info[1]))
 
 
 def _quiet_pending_reads() -> None:
   """Drops the errors of the reads a failed Orbax restore leaves pending.
 
   When one read fails, Orbax closes its event loop with the others still
-  running; each then reports 'Event loop is closed', with a traceback,
-  through `sys.unraisablehook`, after the restore has raised: hundreds of
-  lines that bury the one error that matters. Other errors still reach the
-  hook that was there before.
+  running; each then reports 'Event loop is closed', with a traceback, after
+  the restore has raised: hundreds of lines that bury the one error that
+  matters. They come through `sys.unraisablehook` (coroutines never awaited),
+  asyncio's logger (tasks whose exception nobody read) or
+  `threading.excepthook` (the loop's threads), depending on timing; each route
+  keeps every other error.
   """
-  previous = sys.unraisablehook
-  if getattr(previous, 'quiets_pending_reads', False):
+  previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+  if getattr(previous_unraisable, 'quiets_pending_reads', False):
     return
 
-  def hook(unraisable: Any) -> None:
-    if not _is_closed_loop_error(unraisable):
-      previous(unraisable)
+  def unraisable_hook(unraisable: Any) -> None:
+    if not _is_closed_loop_error(unraisable.exc_value):
+      previous_unraisable(unraisable)
 
-  hook.quiets_pending_reads = True
-  sys.unraisablehook = hook
+  def thread_hook(failure: Any) -> None:
+    if not _is_closed_loop_error(failure.exc_value):
+      previous_thread(failure)
+
+  unraisable_hook.quiets_pending_reads = True
+  sys.unraisablehook = unraisable_hook
+  threading.excepthook = thread_hook
+  python_logging.getLogger('asyncio').addFilter(_ClosedLoopLogFilter())
 
 
 def open_trained_run(workdir: str) -> 'RunCheckpoints':

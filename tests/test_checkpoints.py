@@ -1,6 +1,8 @@
+import logging
 import os
 import shutil
 import sys
+import threading
 import types
 
 import flax.linen as nn
@@ -165,20 +167,29 @@ def test_a_damaged_best_checkpoint_no_longer_among_the_latest_names_the_newest(t
   reopened.close()
 
 
-def test_reads_left_pending_by_a_failed_restore_report_nothing(tmp_path, monkeypatch):
+def test_reads_left_pending_by_a_failed_restore_report_nothing(tmp_path, monkeypatch, caplog):
   run = _saved(tmp_path, [0.9])
   _damage(tmp_path / 'best' / '1')
-  reported = []
-  monkeypatch.setattr(sys, 'unraisablehook', reported.append)
+  unraisables, thread_failures = [], []
+  monkeypatch.setattr(sys, 'unraisablehook', unraisables.append)
+  monkeypatch.setattr(threading, 'excepthook', thread_failures.append)
+  asyncio_logger = logging.getLogger('asyncio')
+  monkeypatch.setattr(asyncio_logger, 'filters', [])
   with pytest.raises(checkpoints.CheckpointError):
     run.restore_best(_state(99))
   run.close()
 
-  def unraisable(error):
+  def failure(error):
     return types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None,
-                                 err_msg=None, object=None)
+                                 err_msg=None, object=None, thread=None)
 
   closed, other = RuntimeError('Event loop is closed'), RuntimeError('something else')
-  sys.unraisablehook(unraisable(closed))
-  sys.unraisablehook(unraisable(other))
-  assert [report.exc_value for report in reported] == [other]
+  for error in (closed, other):
+    sys.unraisablehook(failure(error))
+    threading.excepthook(failure(error))
+    asyncio_logger.error('Task exception was never retrieved',
+                         exc_info=(type(error), error, None))
+  assert [report.exc_value for report in unraisables] == [other]
+  assert [report.exc_value for report in thread_failures] == [other]
+  assert [record.exc_info[1] for record in caplog.records
+          if record.name == 'asyncio'] == [other]
