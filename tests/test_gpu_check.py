@@ -19,8 +19,7 @@ def test_dry_run_measures_every_case_and_checks_correctness(tmp_path):
   names = [case['name'] for case in results['cases']]
   # The priorities: the hybrid's training and inference first, then correctness.
   assert names[:3] == ['hybrid train', 'hybrid inference', 'correctness']
-  assert names[3:] == [f'{arch} {mode}' for mode in ('train', 'inference')
-                       for arch in ('resnet50', 'efficientnetb0')]
+  assert names[3:] == ['resnet50 train', 'efficientnetb0 inference']
   torch_installed = importlib.util.find_spec('torch') is not None
   for case in results['cases']:
     assert 'skipped' not in case, case
@@ -58,3 +57,14 @@ def test_missing_ml_collections_is_named_with_the_fix(tmp_path):
   assert done.returncode == 1
   assert 'ml_collections is not installed' in done.stderr
   assert 'pip download --no-deps -d' in done.stderr
+
+
+def test_the_gpu_run_times_every_single_backbone_case_at_both_batches():
+  spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT.replace('.sh', '.py'))
+  gpu_check = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(gpu_check)
+  listed = [(case['name'], case.get('batch_size'), case.get('dtype'))
+            for case in gpu_check.cases(False)]
+  assert listed[:2] == [('hybrid train', 128, 'bfloat16'), ('hybrid inference', 128, 'bfloat16')]
+  assert listed[3:] == [(f'{arch} {mode}', batch, 'float32') for mode in ('train', 'inference')
+                        for arch in ('resnet50', 'efficientnetb0') for batch in (32, 256)]
