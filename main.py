@@ -149,7 +149,7 @@ def main(argv: list[str]) -> None:
     import_tensorflow_quietly()
   try:
     if _MODE.value in ('train', 'evaluate'):
-      from hybridcovid import experiment  # Imports TensorFlow (the data pipeline).
+      from hybridcovid.training import experiment  # Imports TensorFlow (the data pipeline).
       run = experiment.train_and_evaluate if _MODE.value == 'train' else experiment.evaluate
       run(config, workdir)
     elif _MODE.value == 'predict':
@@ -158,7 +158,7 @@ def main(argv: list[str]) -> None:
     elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
     elif _MODE.value == 'benchmark':
-      from hybridcovid import benchmark
+      from hybridcovid.benchmark import step_speed as benchmark
       benchmark.run(config, workdir)
     elif _MODE.value == 'audit':
       from hybridcovid.data import audit, pipeline  # Imports TensorFlow.

@@ -17,7 +17,8 @@ import platform
 from absl import app
 from absl import flags
 
-from hybridcovid import report, timing
+from hybridcovid import report
+from hybridcovid.benchmark import timing
 
 TARGET_ACCURACY = 0.90
 TIME_LIMIT_SECONDS = 300.0

@@ -21,8 +21,11 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import calibration, checkpoints, errors, explain, feature_distance, models
-from hybridcovid import optimizers, parallel, report, train
+from hybridcovid import errors, models
+from hybridcovid.evaluation import calibration, explain, feature_distance
+from hybridcovid.training import checkpoints
+from hybridcovid import report
+from hybridcovid.training import optimizers, parallel, train
 from hybridcovid.data import resize
 
 PREDICT_DIR = 'predict'

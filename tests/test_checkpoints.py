@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import checkpoints, train
+from hybridcovid.training import checkpoints, train
 
 
 def _state(seed):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from hybridcovid import checkpoints, errors, experiment, models, optimizers, report, train
+from hybridcovid import errors, models, report
+from hybridcovid.training import checkpoints, experiment, optimizers, train
 import data_trees
 import test_pipeline
 

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import explain
+from hybridcovid.evaluation import explain
 from hybridcovid.data import synthetic
 from hybridcovid.models import hybrid
 

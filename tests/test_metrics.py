@@ -5,7 +5,7 @@ import pytest
 from sklearn import metrics as sk
 from sklearn.exceptions import UndefinedMetricWarning
 
-from hybridcovid import metrics
+from hybridcovid.evaluation import metrics
 
 
 def _reference(labels, scores, threshold):

@@ -2,7 +2,8 @@ import json
 import subprocess
 import sys
 
-from hybridcovid import paper, report
+from hybridcovid import report
+from hybridcovid.report import paper
 from test_main import ROOT
 
 
@@ -121,11 +122,11 @@ def test_data_table_puts_the_loaded_images_beside_table_1(tmp_path):
 
 def test_command_writes_the_table(tmp_path):
   _write_run(tmp_path, 'hybrid', 0.9)
-  result = subprocess.run([sys.executable, '-m', 'hybridcovid.paper', f'--runs_dir={tmp_path}'],
-                          cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run([sys.executable, '-m', 'hybridcovid.report.paper',
+                           f'--runs_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
   assert (tmp_path / paper.TABLE_FILE).read_text() == result.stdout.rstrip('\n') + '\n'
-  missing = subprocess.run([sys.executable, '-m', 'hybridcovid.paper',
+  missing = subprocess.run([sys.executable, '-m', 'hybridcovid.report.paper',
                             f'--runs_dir={tmp_path / "nowhere"}'],
                            cwd=ROOT, capture_output=True, text=True)
   assert missing.returncode != 0 and 'nowhere: no such folder' in missing.stderr

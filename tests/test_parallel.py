@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import models, parallel, train
+from hybridcovid import models
+from hybridcovid.training import parallel, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARALLEL_RUN = os.path.join(ROOT, 'tests', 'programs', 'parallel_run.py')

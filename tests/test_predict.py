@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid import checkpoints, experiment, predict
+from hybridcovid import predict
+from hybridcovid.training import checkpoints, experiment
 import data_trees
 import test_experiment
 

@@ -4,7 +4,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid import bootstrap, calibration, metrics, report
+from hybridcovid import report
+from hybridcovid.evaluation import bootstrap, calibration, metrics
 
 
 def _predictions():

@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import parallel
-from hybridcovid import train as train_lib
+from hybridcovid.training import parallel
+from hybridcovid.training import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,7 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ONE_STEP_EVERYWHERE = """
 import sys
 import jax, jax.numpy as jnp, numpy as np, optax
-from hybridcovid import models, parallel, train
+from hybridcovid import models
+from hybridcovid.training import parallel, train
 sys.path.insert(0, 'tests')
 import stable_init
 assert jax.device_count() == 8
@@ -88,7 +89,8 @@ sys.path.insert(0, 'tests')
 import main as entry
 import stable_init
 from configs import default
-from hybridcovid import models, parallel, train
+from hybridcovid import models
+from hybridcovid.training import parallel, train
 process_id, num_processes, address, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 config = default.get_config()
 config.compilation_cache_dir = ''

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from configs import default  # pylint: disable=wrong-import-position
 import main as entry  # pylint: disable=wrong-import-position
-from hybridcovid import checkpoints, experiment  # pylint: disable=wrong-import-position
+from hybridcovid.training import checkpoints, experiment  # pylint: disable=wrong-import-position
 
 
 def demo_config(workdir: str, parallel: str, epochs: int, cache_dir: str):

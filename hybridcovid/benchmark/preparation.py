@@ -1,6 +1,6 @@
 """Preparation throughput: images per second from files to a prepared TFDS data set.
 
-  python -m hybridcovid.data.prepare_benchmark [--out=benchmarks/results/cpu-2core]
+  python -m hybridcovid.benchmark.preparation [--out=benchmarks/results/cpu-2core]
 
 Times two settings on each folder, back to back in one run: "before", one
 process storing whole images (`prepare_processes=1`, `max_stored_side=0`, as
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import CTImageStorage
 
-from hybridcovid import timing
+from hybridcovid.benchmark import timing
 from hybridcovid.data import builders, dicom_files, prepare
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,7 +209,7 @@ def markdown(result: dict) -> str:
         f'| {before["images_per_second"]:.2f} | {after["images_per_second"]:.2f} '
         f'| {folder["speedup"]:.2f}x | {_megabytes(before["stored_bytes"])} '
         f'| {_megabytes(after["stored_bytes"])} |')
-  lines += ['', 'Reproduce: `python -m hybridcovid.data.prepare_benchmark '
+  lines += ['', 'Reproduce: `python -m hybridcovid.benchmark.preparation '
             '--out=benchmarks/results/cpu-2core`.']
   return '\n'.join(lines) + '\n'
 

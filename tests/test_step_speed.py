@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from configs import default
-from hybridcovid import benchmark, errors
+from hybridcovid import errors
+from hybridcovid.benchmark import step_speed as benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -19,7 +19,7 @@ matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from hybridcovid import bootstrap, calibration, metrics
+from hybridcovid.evaluation import bootstrap, calibration, metrics
 
 REPORT_DIR = 'report'
 METRICS_FILE = 'metrics.json'

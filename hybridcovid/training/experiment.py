@@ -24,8 +24,12 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from hybridcovid import bootstrap, calibration, checkpoints, errors, explain, feature_distance
-from hybridcovid import hashing, metrics, models, optimizers, parallel, probe, report, train
+from hybridcovid import errors
+from hybridcovid.evaluation import bootstrap, calibration, explain, feature_distance
+from hybridcovid.training import checkpoints
+from hybridcovid import hashing, models, report
+from hybridcovid.evaluation import metrics, probe
+from hybridcovid.training import optimizers, parallel, train
 from hybridcovid.data import pipeline, resize, sources
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',

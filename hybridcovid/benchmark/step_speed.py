@@ -29,11 +29,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hybridcovid import errors, models, optimizers, parallel, timing, train
+from hybridcovid import errors, models
+from hybridcovid.benchmark import timing
+from hybridcovid.training import optimizers, parallel, train
 
 MODES = ('train', 'inference', 'train_pipeline')
 PEER_MODES = ('train', 'inference')  # The peers time their steps alone.
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS_DIR = os.path.join(REPO_DIR, 'benchmarks', 'peers')
 PEERS = {'keras': 'keras_peer.py', 'pytorch': 'torch_peer.py'}
 
@@ -164,7 +166,7 @@ def measure_case(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
   process of its own that may run `timeout` seconds."""
   case = {'mode': mode, 'batch_size': batch_size, 'dtype': dtype}
   request = json.dumps({'config': config.to_json(), **case})
-  case['ours'] = run_process([sys.executable, '-m', 'hybridcovid.benchmark', request],
+  case['ours'] = run_process([sys.executable, '-m', 'hybridcovid.benchmark.step_speed', request],
                               timeout)
   if peers and mode in PEER_MODES:
     settings = config.benchmark
@@ -347,7 +349,7 @@ def measure_environment(ceiling_dtypes: tuple[str, ...], timeout: float) -> dict
   """`environment()` with the matrix-product ceiling of each of `ceiling_dtypes` and the
   device's peak FLOP/s, measured in a process of its own: a parent that used the GPU
   would hold most of its memory (JAX preallocates) while the cases run."""
-  measured = run_process([sys.executable, '-m', 'hybridcovid.benchmark',
+  measured = run_process([sys.executable, '-m', 'hybridcovid.benchmark.step_speed',
                           json.dumps({'environment': list(ceiling_dtypes)})], timeout)
   if 'error' in measured:
     raise errors.UserError(f'The benchmark could not start JAX on this machine: '

@@ -1,6 +1,6 @@
 """Training-pipeline throughput: images per second per CPU core, from the cache.
 
-  python -m hybridcovid.data.benchmark [--image_size=224] [--batch_size=32]
+  python -m hybridcovid.benchmark.pipeline [--image_size=224] [--batch_size=32]
 
 Uses the built-in synthetic data set. The first epoch fills the cache of
 resized images and is not timed; the timed epochs decode nothing: they

@@ -1,6 +1,6 @@
 """This project's runs of the paper's experiments beside the paper's reported numbers.
 
-`python -m hybridcovid.paper --runs_dir=DIR` reads, for each experiment of
+`python -m hybridcovid.report.paper --runs_dir=DIR` reads, for each experiment of
 `scripts/reproduce_paper.sh`, `DIR/<experiment>/report/metrics.json` and
 `DIR/<experiment>/audit.json`, and writes `DIR/paper_table.md`: every cell of
 the paper's Tables 2-4 (Az, Sp, Re, F-M) beside our test results with their
