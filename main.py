@@ -161,8 +161,8 @@ def main(argv: list[str]) -> None:
       from hybridcovid.benchmark import step_speed as benchmark
       benchmark.run(config, workdir)
     elif _MODE.value == 'audit':
-      from hybridcovid.data import audit, pipeline  # Imports TensorFlow.
-      data = pipeline.load(config.data, workdir, config.seed)
+      from hybridcovid.data import audit, loading  # Imports TensorFlow.
+      data = loading.load(config.data, workdir, config.seed)
       logging.info('Data audit:\n%s', audit.format_table(data.report))
   except errors.UserError as error:
     raise SystemExit(f'error: {error}') from error

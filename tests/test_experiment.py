@@ -12,7 +12,6 @@ from configs import default
 from hybridcovid import errors, models, report
 from hybridcovid.training import checkpoints, experiment, optimizers, train
 import data_trees
-import test_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,11 +198,11 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(test_pipeline.REALMINI),
+@pytest.mark.skipif(not os.path.isdir(data_trees.REALMINI),
                     reason='../shared/data/realmini (real CXR and CT images) is absent')
 def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(tmp_path):
   config = _config(tmp_path, epochs=1)
-  config.data.folder_dir = os.path.abspath(test_pipeline.REALMINI)
+  config.data.folder_dir = os.path.abspath(data_trees.REALMINI)
   config.train.batch_size = 32
   # What a GPU runs: XLA's convolutions, grouped depthwise convolutions and pooling.
   config.model.backbones = ('resnet50', 'efficientnetb0')

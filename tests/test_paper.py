@@ -26,7 +26,7 @@ def test_every_cell_of_the_papers_tables_is_transcribed_by_row():
   assert names == ['cxr_resnet50', 'cxr_efficientnetb0', 'ct_resnet50', 'ct_efficientnetb0',
                    'pooled_resnet50', 'pooled_efficientnetb0', 'hybrid']
   assert set(names) - set(paper.PAPER_RESULTS) == {'hybrid'}
-  assert paper.AUDIT_FILE == 'audit.json'  # As tests/test_pipeline.py reads it.
+  assert paper.AUDIT_FILE == 'audit.json'  # As tests/test_loading.py reads it.
 
 
 def _write_run(runs_dir, name, accuracy, intervals=True, level=0.95):

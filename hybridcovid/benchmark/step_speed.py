@@ -66,12 +66,12 @@ def pipeline_batches(config: ml_collections.ConfigDict, batch_size: int, workdir
                      ) -> Iterator[dict[str, np.ndarray]]:
   """Training batches of the built-in synthetic data at `config.data.image_size`, epoch
   after epoch, from the main job's input pipeline (imports TensorFlow)."""
-  from hybridcovid.data import pipeline  # pylint: disable=import-outside-toplevel
+  from hybridcovid.data import input_pipeline, loading  # pylint: disable=import-outside-toplevel
   data_config = ml_collections.ConfigDict(config.data.to_dict())
   data_config.synthetic = True
   data_config.tfds_dir = os.path.join(workdir, 'tfds')
-  data = pipeline.load(data_config, workdir, config.seed)
-  stream = pipeline.InputPipeline(data, data_config, batch_size, jax.local_device_count(),
+  data = loading.load(data_config, workdir, config.seed)
+  stream = input_pipeline.InputPipeline(data, data_config, batch_size, jax.local_device_count(),
                                   seed=config.seed)
   for epoch in itertools.count():
     yield from stream.train_epoch(epoch)

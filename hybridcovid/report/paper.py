@@ -45,7 +45,7 @@ PAPER_RESULTS = {
 PAPER_DATA = {'cxr': {'covid': 3923, 'normal': 3960}, 'ct': {'covid': 1323, 'normal': 1290}}
 DATA_COLUMNS = tuple((modality, label) for modality in PAPER_DATA for label in ('covid', 'normal'))
 CLASS_TITLES = {'covid': 'COVID', 'normal': 'Normal'}
-# hybridcovid.data.pipeline.AUDIT_FILE, named here so that this command does
+# hybridcovid.data.loading.AUDIT_FILE, named here so that this command does
 # not import TensorFlow.
 AUDIT_FILE = 'audit.json'
 TABLE_FILE = 'paper_table.md'

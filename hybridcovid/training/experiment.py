@@ -30,7 +30,7 @@ from hybridcovid.training import checkpoints
 from hybridcovid import hashing, models, report
 from hybridcovid.evaluation import metrics, probe
 from hybridcovid.training import optimizers, parallel, train
-from hybridcovid.data import pipeline, resize, sources
+from hybridcovid.data import input_pipeline, loading, resize, sources
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',
             'tensorflow-datasets', 'numpy')
@@ -72,15 +72,15 @@ def _is_writer() -> bool:
 
 
 def load_data(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
-              all_test: bool = False) -> pipeline.LoadedData:
-  """`pipeline.load`, by process 0 first: it alone prepares the data and writes files.
+              all_test: bool = False) -> loading.LoadedData:
+  """`loading.load`, by process 0 first: it alone prepares the data and writes files.
 
   The other processes then read what it prepared; if it fails, they stop too.
   """
   data, error = None, None
   if _is_writer():
     try:
-      data = pipeline.load(data_config, workdir, seed, all_test=all_test)
+      data = loading.load(data_config, workdir, seed, all_test=all_test)
     except errors.UserError as caught:
       error = caught
   failed = bool(multihost_utils.broadcast_one_to_all(np.array(error is not None)))
@@ -88,11 +88,11 @@ def load_data(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
     raise error
   if failed:
     raise sources.DataSourceError('Process 0 could not prepare the data; its log says why.')
-  return data or pipeline.load(data_config, workdir, seed, write_files=False,
+  return data or loading.load(data_config, workdir, seed, write_files=False,
                                all_test=all_test)
 
 
-def _write_inputs(workdir: str, data: pipeline.LoadedData) -> str:
+def _write_inputs(workdir: str, data: loading.LoadedData) -> str:
   """Writes every input file's sha256 once; returns the digest the checkpoints name."""
   text = json.dumps({fact.record.key: fact.sha256 for fact in data.facts}, indent=0)
   if _is_writer():
@@ -102,7 +102,7 @@ def _write_inputs(workdir: str, data: pipeline.LoadedData) -> str:
 
 
 def _run_record(config: ml_collections.ConfigDict, workdir: str, inputs_digest: str) -> dict:
-  split_path = config.data.split_file or os.path.join(workdir, pipeline.SPLIT_FILE)
+  split_path = config.data.split_file or os.path.join(workdir, loading.SPLIT_FILE)
   return {
       'config': json.loads(config.to_json_best_effort()),
       'split_file': os.path.abspath(split_path),
@@ -115,7 +115,7 @@ def _run_record(config: ml_collections.ConfigDict, workdir: str, inputs_digest: 
   }
 
 
-def predict_split(state: train.TrainState, stream: pipeline.InputPipeline, split: str,
+def predict_split(state: train.TrainState, stream: input_pipeline.InputPipeline, split: str,
                   eval_fn, data_parallel: parallel.DataParallel) -> tuple[np.ndarray, Any]:
   """(example ids, `eval_fn`'s outputs) of every example of `split`, once each.
 
@@ -133,7 +133,7 @@ def predict_split(state: train.TrainState, stream: pipeline.InputPipeline, split
   return np.concatenate(ids), jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
 
-def prediction_rows(data: pipeline.LoadedData, ids: np.ndarray,
+def prediction_rows(data: loading.LoadedData, ids: np.ndarray,
                     probabilities: np.ndarray) -> list[dict]:
   """One row per example: key, patient, modality, source, label, COVID probability."""
   records = [data.facts[i].record for i in ids]
@@ -172,7 +172,7 @@ def group_metrics(predictions: list[dict], threshold: float = 0.5,
   return result
 
 
-def shortcut_probe(data: pipeline.LoadedData, ids: np.ndarray, features: np.ndarray,
+def shortcut_probe(data: loading.LoadedData, ids: np.ndarray, features: np.ndarray,
                    seed: int) -> dict:
   """`probe.shortcut_probe` on the pooled `features` of the examples `ids`, with each
   patient's images in one fold."""
@@ -239,7 +239,7 @@ EXTERNAL_PROVENANCE = ('External validation: every image of a data set the model
                        'saw, with nothing chosen or tuned on it.')
 
 
-def _describe(config: ml_collections.ConfigDict, data: pipeline.LoadedData,
+def _describe(config: ml_collections.ConfigDict, data: loading.LoadedData,
               title: str, provenance: str) -> dict:
   backbones = tuple(config.model.backbones)
   model = ' + '.join(backbones) + (' (hybrid)' if len(backbones) > 1 else '')
@@ -322,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.eval.leave_one_source_out:
     train_leave_one_source_out(config, workdir, data)
   data_parallel = parallel.DataParallel(config.parallel)
-  stream = pipeline.InputPipeline(
+  stream = input_pipeline.InputPipeline(
       data, config.data, config.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), config.seed)
   model = models.create_classifier(config.model, axis_name=train.BATCH_AXIS)
@@ -449,7 +449,7 @@ def _finished(report_dir: str, epochs: int) -> bool:
 
 
 def train_leave_one_source_out(config: ml_collections.ConfigDict, workdir: str,
-                               data: pipeline.LoadedData) -> dict:
+                               data: loading.LoadedData) -> dict:
   """For each source: trains on the others, tests on it, in its own work directory.
 
   The run's patient split is kept: the other sources' training and validation
@@ -472,10 +472,10 @@ def train_leave_one_source_out(config: ml_collections.ConfigDict, workdir: str,
     fold = ml_collections.ConfigDict(config.to_dict())
     fold.eval.leave_one_source_out = False
     fold.data.held_out_source = source
-    fold.data.split_file = config.data.split_file or os.path.join(workdir, pipeline.SPLIT_FILE)
+    fold.data.split_file = config.data.split_file or os.path.join(workdir, loading.SPLIT_FILE)
     if config.data.synthetic and not config.data.synthetic_dir:
-      fold.data.synthetic_dir = os.path.join(workdir, pipeline.SYNTHETIC_DIR)
-    fold.data.tfds_dir = pipeline.prepared_dir(config.data, workdir)  # Prepared once.
+      fold.data.synthetic_dir = os.path.join(workdir, loading.SYNTHETIC_DIR)
+    fold.data.tfds_dir = loading.prepared_dir(config.data, workdir)  # Prepared once.
     fold_dir = os.path.join(root, _folder_name(source))
     outcome = {'workdir': os.path.relpath(fold_dir, workdir)}
     if _finished(os.path.join(fold_dir, report.REPORT_DIR), fold.train.epochs):
@@ -628,7 +628,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data = load_data(data_config, workdir, trained.seed)
     report_dir, title, provenance = report.REPORT_DIR, 'hybridcovid report', EVALUATED_PROVENANCE
   data_parallel = parallel.DataParallel(config.parallel)
-  stream = pipeline.InputPipeline(
+  stream = input_pipeline.InputPipeline(
       data, data_config, trained.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), trained.seed)
   model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
