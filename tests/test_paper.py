@@ -2,8 +2,7 @@ import json
 import subprocess
 import sys
 
-from hybridcovid import report
-from hybridcovid.report import paper
+from hybridcovid.report import json_format, paper, writer
 from test_main import ROOT
 
 
@@ -30,7 +29,7 @@ def test_every_cell_of_the_papers_tables_is_transcribed_by_row():
 
 
 def _write_run(runs_dir, name, accuracy, intervals=True, level=0.95):
-  folder = runs_dir / name / report.REPORT_DIR
+  folder = runs_dir / name / writer.REPORT_DIR
   folder.mkdir(parents=True)
   overall = {'accuracy': accuracy, 'specificity': 0.5, 'recall': 0.25, 'f1': float('nan')}
   result = {'test': {'overall': overall}}
@@ -40,7 +39,7 @@ def _write_run(runs_dir, name, accuracy, intervals=True, level=0.95):
                             'recall': [0.1, 0.4], 'f1': [float('nan'), float('nan')]}
     result['intervals'] = {'level': level, 'resamples': 1000, 'unit': 'patient'}
   # As the report writes it: strict JSON, undefined metrics as null.
-  report.write_json(str(folder / report.METRICS_FILE), result)
+  json_format.write_json(str(folder / writer.METRICS_FILE), result)
 
 
 def _write_audit(runs_dir, name, class_balance, dropped=0, bad=0):

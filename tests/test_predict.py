@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid import predict
-from hybridcovid.training import checkpoints, experiment
+from hybridcovid import experiment, predict
+from hybridcovid.training import checkpoints
 import data_trees
 import test_experiment
 

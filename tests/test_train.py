@@ -79,17 +79,16 @@ def test_eight_devices_pmap_and_one_device_take_the_same_three_steps():
   assert abs(float(one) - float(eight)) <= 1e-5 * abs(float(one))
 
 
-# One process of a data-parallel run: `main.setup_jax` joins the processes,
+# One process of a data-parallel run: `runs.setup_jax` joins the processes,
 # each feeds its own rows of every global batch, and the parameters and
 # BatchNorm statistics after each of three steps are written to OUT.
 _THREE_STEPS = """
 import sys
 import jax, jax.numpy as jnp, numpy as np, optax
 sys.path.insert(0, 'tests')
-import main as entry
 import stable_init
 from configs import default
-from hybridcovid import models
+from hybridcovid import models, runs
 from hybridcovid.training import parallel, train
 process_id, num_processes, address, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 config = default.get_config()
@@ -98,7 +97,7 @@ if num_processes > 1:
   config.distributed.coordinator_address = address
   config.distributed.num_processes = num_processes
   config.distributed.process_id = process_id
-entry.setup_jax(config)
+runs.setup_jax(config)
 assert jax.process_count() == num_processes and jax.device_count() == 4
 model = models.HybridClassifier(backbones=('resnet50',), hidden_units=16,
                                 axis_name=train.BATCH_AXIS)

@@ -13,7 +13,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from hybridcovid.data import audit, builders, sources, splits, synthetic
+from hybridcovid.data import audit, sources, splits, synthetic
 
 SPLIT_FILE = 'split.json'
 AUDIT_FILE = 'audit.json'
@@ -90,6 +90,8 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
   source to test and drops the other sources' test images
   (`splits.hold_out_source`).
   """
+  # Imported here: TensorFlow Datasets, which the modes that load no data do without.
+  from hybridcovid.data import builders  # pylint: disable=g-import-not-at-top
   ct_window = (data_config.ct_window_level, data_config.ct_window_width)
   folders = source_folders(data_config, workdir)
   # Configs of runs that predate these fields: whole images, every core.

@@ -14,7 +14,7 @@ import os
 from absl import app
 from absl import flags
 
-from hybridcovid import report
+from hybridcovid.report import formatting, writer
 
 # (config name, modalities, model), in the paper's order.
 EXPERIMENTS = (
@@ -81,9 +81,9 @@ def _ours(values: dict, name: str) -> str:
     return '-'
   value = values[name]
   low, high = values.get('intervals', {}).get(name, (None, None))
-  if report.undefined(value) or report.undefined(low) or report.undefined(high):
-    return report.percent(value)
-  return f'{report.percent(value)} ({report.percent(low)}-{report.percent(high)})'
+  if formatting.undefined(value) or formatting.undefined(low) or formatting.undefined(high):
+    return formatting.percent(value)
+  return f'{formatting.percent(value)} ({formatting.percent(low)}-{formatting.percent(high)})'
 
 
 def _modalities_name(modalities) -> str:
@@ -110,7 +110,7 @@ def results_table(runs_dir: str) -> list[str]:
                    *(f'{short} paper' for _, short in COLUMNS)])
   missing, settings = [], {}
   for name, modalities, model in EXPERIMENTS:
-    result = _read_json(os.path.join(runs_dir, name, report.REPORT_DIR, report.METRICS_FILE))
+    result = _read_json(os.path.join(runs_dir, name, writer.REPORT_DIR, writer.METRICS_FILE))
     if result is None:
       missing.append(name)
       ours = {}
