@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid.evaluation import bootstrap, calibration, metrics
+from hybridcovid.evaluation import bootstrap, calibration, groups, metrics
 from hybridcovid.report import formatting, writer
 from hybridcovid.report import figures as report_figures
 from hybridcovid.report import markdown as report_markdown
@@ -23,11 +23,14 @@ def _predictions():
   return rows
 
 
+def _by_modality(predictions, threshold=0.5):
+  """`groups.group_metrics`, overall and per modality."""
+  return {group: values for group, values in groups.group_metrics(predictions, threshold).items()
+          if not group.startswith('source:')}
+
+
 def _result(predictions):
-  labels = np.array([row['label'] for row in predictions])
-  scores = np.array([row['probability'] for row in predictions])
-  test = dict(metrics.metrics_by_group(labels, scores,
-                                       np.array([row['modality'] for row in predictions])))
+  test = _by_modality(predictions)
   return {'selected_epoch': 1, 'selection_metric': 'accuracy',
           'validation': test['overall'], 'test': test}
 
@@ -61,13 +64,6 @@ def test_report_holds_every_file_and_the_table_states_the_metrics(tmp_path):
   assert 'epoch 1 of 3' in markdown and 'Used once.' in markdown and '- A note.' in markdown
   rows = (tmp_path / 'predictions.csv').read_text().splitlines()
   assert len(rows) == 41 and rows[0] == 'key,patient_id,modality,source,label,probability'
-
-
-def test_undefined_metrics_read_n_a():
-  by_group = {'ct': metrics.binary_metrics(np.zeros(4, int), np.full(4, 0.2))}
-  table = report_markdown.metrics_table(by_group)
-  # No COVID case: recall and F1 are undefined; specificity is 100%.
-  assert table.splitlines()[2] == '| CT | 4 | 0 | 100.00 | 100.00 | n/a | n/a | n/a | 100.00 | n/a |'
 
 
 def test_the_table_gives_each_metric_its_confidence_interval(tmp_path):
@@ -104,9 +100,7 @@ def _with_operating_point(predictions, scaled):
   point['temperature'] = point['scaling']['fitted_temperature'] if scaled else 1.0
   result = _result(predictions)
   result['operating_point'] = {
-      **point, 'test': metrics.metrics_by_group(
-          labels, scores, np.array([row['modality'] for row in predictions]),
-          point['threshold']),
+      **point, 'test': _by_modality(predictions, point['threshold']),
       'test_ece': 0.125}
   if scaled:
     for row in predictions:
@@ -175,22 +169,6 @@ def test_a_test_sensitivity_short_of_the_target_beyond_its_interval_is_warned(tm
   markdown = (tmp_path / 'report.md').read_text()
   assert f"- **Sensitivity warning**: {point['warnings'][0]}" in markdown.split('## In short')[1]
   assert f"**Warning.** {point['warnings'][0]}" in markdown.split('## Operating point')[1]
-
-
-def test_intervals_from_too_few_images_are_marked(tmp_path):
-  by_group = {
-      'few': {**metrics.binary_metrics(np.array([0, 1] * 20), np.full(40, 0.6)),
-              'intervals': {name: (0.5, 0.6) for name in metrics.METRIC_NAMES},
-              'too_few_images': True},
-      'many': {**metrics.binary_metrics(np.array([0, 1] * 20), np.full(40, 0.6)),
-               'intervals': {name: (0.5, 0.6) for name in metrics.METRIC_NAMES},
-               'too_few_images': False}}
-  lines = report_markdown.metrics_table(by_group).splitlines()
-  assert lines[2].split('|')[4].strip() == '50.00 (50.00-60.00)†'
-  assert lines[3].split('|')[4].strip() == '50.00 (50.00-60.00)'
-  assert lines[-1] == ('† Fewer than 30 images, or fewer than 10 of a class: the interval is '
-                       'too rough to trust (it can shrink to a point from a handful of images).')
-  assert '†' not in report_markdown.metrics_table({'many': by_group['many']})
 
 
 def test_metrics_json_is_strict_json_with_null_for_undefined_metrics(tmp_path):
