@@ -8,10 +8,9 @@ matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from hybridcovid.data import sources
 from hybridcovid.evaluation import calibration, groups, metrics
 from hybridcovid.report.formatting import group_name
-
-CLASS_NAMES = ('Normal', 'COVID')
 
 
 def threshold_label(threshold: float, fixed_on_validation: bool) -> str:
@@ -35,8 +34,9 @@ def plot_confusion_matrices(predictions: Sequence[dict], path: str, threshold: f
       share = count / max(matrix[row].sum(), 1)
       axis.text(column, row, f'{count}\n{100 * share:.1f}%', ha='center', va='center',
                 color='white' if count > matrix.max() / 2 else 'black')
-    axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
-             xlabel='Predicted', ylabel='True', title=group_name(group))
+    axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=sources.LABEL_NAMES,
+             yticklabels=sources.LABEL_NAMES, xlabel='Predicted', ylabel='True',
+             title=group_name(group))
   figure.suptitle(f'Test confusion matrix, {label}', fontsize='medium')
   figure.tight_layout()
   figure.savefig(path, dpi=120)

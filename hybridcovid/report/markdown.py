@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from hybridcovid.data import sources
 from hybridcovid.evaluation import bootstrap
-from hybridcovid.report.figures import CLASS_NAMES
 from hybridcovid.report.formatting import group_name, percent, undefined
 
 # The paper's column names (Tables 2-4) first, then the further metrics.
@@ -142,7 +142,7 @@ def _shortcut_section(shortcut: dict | None) -> list[str]:
     lines += ['', 'The images come from one source: there is no source to confuse with '
               'the disease.']
   for source, label in shortcut.get('single_class_sources', {}).items():
-    lines += ['', f'**Warning.** Every image of {source} is {CLASS_NAMES[label]}: a model '
+    lines += ['', f'**Warning.** Every image of {source} is {sources.LABEL_NAMES[label]}: a model '
               'can tell its class by recognising the source, and its results measure one '
               'class only.']
   return lines

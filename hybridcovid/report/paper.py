@@ -14,6 +14,7 @@ import os
 from absl import app
 from absl import flags
 
+from hybridcovid.data import sources
 from hybridcovid.report import formatting, writer
 
 # (config name, modalities, model), in the paper's order.
@@ -44,7 +45,7 @@ PAPER_RESULTS = {
 # audit.json's `class_balance` is.
 PAPER_DATA = {'cxr': {'covid': 3923, 'normal': 3960}, 'ct': {'covid': 1323, 'normal': 1290}}
 DATA_COLUMNS = tuple((modality, label) for modality in PAPER_DATA for label in ('covid', 'normal'))
-CLASS_TITLES = {'covid': 'COVID', 'normal': 'Normal'}
+CLASS_TITLES = dict(zip(sources.CLASS_NAMES, sources.LABEL_NAMES))
 # hybridcovid.data.loading.AUDIT_FILE, named here so that this command does
 # not import TensorFlow.
 AUDIT_FILE = 'audit.json'

@@ -37,11 +37,10 @@ def die_after(epoch: int) -> None:
   save = checkpoints.RunCheckpoints.save
 
   def save_then_die(self, saved_epoch, *args, **kwargs):
-    improved = save(self, saved_epoch, *args, **kwargs)
+    save(self, saved_epoch, *args, **kwargs)
     if saved_epoch == epoch:
       self.wait()
       os.kill(os.getpid(), signal.SIGKILL)
-    return improved
 
   checkpoints.RunCheckpoints.save = save_then_die
 
