@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from hybridcovid import demo_seeds
 from hybridcovid.report import json_format, writer
 
@@ -38,6 +40,7 @@ def test_each_seed_is_a_line_and_the_summary_says_whether_all_met_the_target(tmp
   assert summary['cpu'] in text and 'missed by at least one seed' in text
 
 
+@pytest.mark.subprocess
 def test_the_command_writes_both_files(tmp_path):
   for seed in (0, 1):
     _write_run(tmp_path, seed, 0.93, 200)

@@ -10,7 +10,6 @@ import pytest
 
 from configs import default
 from hybridcovid import errors, evaluate, experiment, leave_one_source_out, models
-from hybridcovid.evaluation import gradcam_examples
 from hybridcovid.report import json_format, writer
 from hybridcovid.training import checkpoints, optimizers, train
 import data_trees
@@ -43,6 +42,7 @@ def _read(path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=10, cxr_sites=2)
   workdir = str(tmp_path / 'work')
@@ -170,10 +170,8 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   bad.mkdir()
   (bad / 'notes.txt').write_text('not an image')
   (bad / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(20))
-  code = ('import sys; from hybridcovid import predict; '
-          'predict.predict(sys.argv[1], sys.argv[2:], with_gradcam=True); '
-          "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
-  done = subprocess.run([sys.executable, '-c', code, workdir, str(tmp_path / 'images' / 'cxr'),
+  program = os.path.join(ROOT, 'tests', 'programs', 'predict_without_tensorflow.py')
+  done = subprocess.run([sys.executable, program, workdir, str(tmp_path / 'images' / 'cxr'),
                          str(bad), str(tmp_path / 'missing.png')],
                         cwd=ROOT, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
@@ -222,16 +220,3 @@ def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(
   record = checkpoints.RunCheckpoints(str(tmp_path / 'work')).best_record()
   assert record['config']['model']['conv_impl'] == 'xla'
   assert 0.0 <= result['test']['overall']['auc'] <= 1.0
-
-
-def test_explanation_examples_are_the_most_confident_of_each_outcome():
-  rows = [{'key': f'k{index}', 'patient_id': patient, 'label': label,
-           'probability': probability}
-          for index, (patient, label, probability) in enumerate(
-              [('a', 1, 0.9), ('b', 1, 0.6), ('c', 1, 0.99), ('d', 0, 0.7), ('e', 0, 0.1),
-               ('f', 0, 0.35), ('g', 1, 0.2), ('c', 1, 0.95)])]
-  chosen = gradcam_examples.explanation_examples(rows, threshold=0.3, per_outcome=2)
-  # k7 is more confident than k0 but of a patient already shown.
-  assert [(row['outcome'], row['key']) for row in chosen] == [
-      ('true positive', 'k2'), ('true positive', 'k0'), ('false positive', 'k3'),
-      ('false positive', 'k5'), ('true negative', 'k4'), ('false negative', 'k6')]

@@ -25,6 +25,8 @@ def test_eval_batches_cover_every_example_once(loaded):
       assert batch['label'][batch['mask']].tolist() == labels
 
 
+@pytest.mark.subprocess
+@pytest.mark.multidevice
 def test_eval_batches_shard_over_eight_devices(loaded):
   config, workdir, _ = loaded
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from hybridcovid.report import json_format, paper, writer
 from test_main import ROOT
 
@@ -119,6 +121,7 @@ def test_data_table_puts_the_loaded_images_beside_table_1(tmp_path):
   assert _line(lines, '| hybrid |') == '| hybrid | - | - | - | - | no audit.json |'
 
 
+@pytest.mark.subprocess
 def test_command_writes_the_table(tmp_path):
   _write_run(tmp_path, 'hybrid', 0.9)
   result = subprocess.run([sys.executable, '-m', 'hybridcovid.report.paper',

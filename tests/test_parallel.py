@@ -116,6 +116,8 @@ def _run(workdir, mode, epochs, cache, kill_after=None):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.multidevice
 def test_pmap_and_shard_map_runs_agree_and_a_killed_pmap_run_resumes(tmp_path):
   cache = tmp_path / 'cache'  # The pmap runs compile once between them.
   results = {}
