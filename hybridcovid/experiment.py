@@ -31,9 +31,9 @@ class DivergedError(errors.UserError):
 
 @dataclasses.dataclass
 class TrainedRun:
-  """A finished training: its checkpoints, the abstract state they restore into, the
-  input pipeline and data-parallel layout it used, and the per-epoch history."""
-  checkpoints: checkpoints.RunCheckpoints
+  """A finished training: its checkpoints (`run`), the abstract state they restore into,
+  the input pipeline and data-parallel layout it used, and the per-epoch history."""
+  run: checkpoints.RunCheckpoints
   template: train.TrainState
   stream: input_pipeline.InputPipeline
   data_parallel: parallel.DataParallel
@@ -187,6 +187,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   check_splits(data)
   trained = train_and_select(config, workdir, data)
   return evaluate.evaluate_and_report(
-      config, workdir, trained.checkpoints, trained.template, trained.stream,
+      config, workdir, trained.run, trained.template, trained.stream,
       trained.data_parallel, writer.REPORT_DIR, data, trained.history,
       evaluate.TRAINED_PROVENANCE, leave_one_source_out=leave_one_source_out)
