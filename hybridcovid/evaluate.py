@@ -106,7 +106,8 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
   # of the images the weights never trained on.
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
   device_best = data_parallel.device_state(best)
-  outputs = {split: predictions_lib.predict_split(device_best, stream, split, eval_fn, data_parallel)
+  outputs = {split: predictions_lib.predict_split(device_best, stream, split, eval_fn,
+                                                  data_parallel)
              for split in ('validation', 'test') if len(data.split_ids(split))}
   test_ids, test_outputs = outputs['test']
   predictions = predictions_lib.prediction_rows(data, test_ids, test_outputs['probability'])
@@ -148,8 +149,8 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
     result['explanations'] = {
         'threshold': threshold,
         'feature_map_size': explain.feature_map_size(config.data.image_size),
-        'examples': gradcam_examples.explain_examples(config, best, data, predictions, threshold,
-                                      os.path.join(workdir, report_dir))}
+        'examples': gradcam_examples.explain_examples(
+            config, best, data, predictions, threshold, os.path.join(workdir, report_dir))}
     writer.write_report(os.path.join(workdir, report_dir), result, predictions, history,
                         _describe(config, data, title, provenance))
     logging.info('Report written to %s.', os.path.join(workdir, report_dir, 'report.md'))

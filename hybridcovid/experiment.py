@@ -133,10 +133,10 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
       pending = (first_step + index + 1, step_metrics)
     record_step(*pending)
     last_step = pending[0]
-    validation_ids, validation_outputs = predictions.predict_split(state, stream, 'validation', eval_fn,
-                                                       data_parallel)
+    validation_ids, validation_outputs = predictions.predict_split(
+        state, stream, 'validation', eval_fn, data_parallel)
     validation_predictions = predictions.prediction_rows(data, validation_ids,
-                                             validation_outputs['probability'])
+                                                         validation_outputs['probability'])
     validation = groups.group_metrics(validation_predictions)
     labels, probabilities, patients = (
         [row[field] for row in validation_predictions]

@@ -130,14 +130,14 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
 
   # Evaluating again gives the same numbers from the selected checkpoint.
   again = evaluate.evaluate(_config(tmp_path, epochs=2), workdir,
-                          leave_one_source_out.saved_results(workdir))
+                            leave_one_source_out.saved_results(workdir))
   assert again['test']['overall']['counts'] == test['overall']['counts']
   np.testing.assert_allclose(again['test']['overall']['auc'], test['overall']['auc'])
 
   # Another data set is evaluated whole, into its own report.
   data_trees.write_folder(str(tmp_path / 'other'), patients_per_stratum=2)
   external = evaluate.evaluate(_config(tmp_path, epochs=2, folder='other'), workdir,
-                             leave_one_source_out.saved_results(workdir))
+                               leave_one_source_out.saved_results(workdir))
   assert sum(external['test']['overall']['counts'].values()) == 16
   [name] = os.listdir(os.path.join(workdir, evaluate.EXTERNAL_DIR))
   assert name.startswith('other-')

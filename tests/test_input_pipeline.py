@@ -43,7 +43,7 @@ def test_eval_batches_shard_over_eight_devices(loaded):
 def test_each_process_reads_its_own_share_in_equal_steps(loaded):
   config, _, data = loaded
   shares = [list(input_pipeline.InputPipeline(data, config, 6, process_index=i,
-                                        process_count=2).eval_batches('validation'))
+                                              process_count=2).eval_batches('validation'))
             for i in range(2)]
   assert len(shares[0]) == len(shares[1]) == 2  # ceil(8 / 6), padded where short.
   seen = [np.concatenate([b['example_id'][b['mask']] for b in share]) for share in shares]

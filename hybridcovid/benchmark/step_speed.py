@@ -71,8 +71,8 @@ def pipeline_batches(config: ml_collections.ConfigDict, batch_size: int, workdir
   data_config.synthetic = True
   data_config.tfds_dir = os.path.join(workdir, 'tfds')
   data = loading.load(data_config, workdir, config.seed)
-  stream = input_pipeline.InputPipeline(data, data_config, batch_size, jax.local_device_count(),
-                                  seed=config.seed)
+  stream = input_pipeline.InputPipeline(data, data_config, batch_size,
+                                        jax.local_device_count(), seed=config.seed)
   for epoch in itertools.count():
     yield from stream.train_epoch(epoch)
 
@@ -166,8 +166,8 @@ def measure_case(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
   process of its own that may run `timeout` seconds."""
   case = {'mode': mode, 'batch_size': batch_size, 'dtype': dtype}
   request = json.dumps({'config': config.to_json(), **case})
-  case['ours'] = run_process([sys.executable, '-m', 'hybridcovid.benchmark.step_speed', request],
-                              timeout)
+  case['ours'] = run_process(
+      [sys.executable, '-m', 'hybridcovid.benchmark.step_speed', request], timeout)
   if peers and mode in PEER_MODES:
     settings = config.benchmark
     case['peers'] = {

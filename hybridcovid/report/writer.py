@@ -55,18 +55,20 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
       report.md.
   """
   os.makedirs(report_dir, exist_ok=True)
-  json_format.write_json(os.path.join(report_dir, METRICS_FILE), {**result, 'history': list(history)})
+  json_format.write_json(os.path.join(report_dir, METRICS_FILE),
+                         {**result, 'history': list(history)})
   write_predictions(predictions, os.path.join(report_dir, 'predictions.csv'))
   # The figures show the decision a deployment would make: at the threshold
   # fixed on validation where there is one.
   point = result.get('operating_point')
   threshold = point['threshold'] if point else result['test']['overall']['threshold']
   label = figures.threshold_label(threshold, bool(point))
-  figures.plot_confusion_matrices(predictions, os.path.join(report_dir, 'confusion_matrix.png'),
-                          threshold, label)
+  figures.plot_confusion_matrices(
+      predictions, os.path.join(report_dir, 'confusion_matrix.png'), threshold, label)
   figures.plot_roc_curves(predictions, os.path.join(report_dir, 'roc.png'), threshold, label)
-  figures.plot_reliability(predictions, os.path.join(report_dir, 'reliability.png'), threshold, label)
+  figures.plot_reliability(predictions, os.path.join(report_dir, 'reliability.png'), threshold,
+                           label)
   figures.plot_training_curves(history, os.path.join(report_dir, 'training_curves.png'),
-                       result['selected_epoch'])
+                               result['selected_epoch'])
   with open(os.path.join(report_dir, 'report.md'), 'w') as f:
     f.write(markdown_lib.markdown(result, description))
