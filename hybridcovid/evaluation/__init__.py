@@ -1,2 +1,2 @@
-"""Evaluation: metrics and their intervals, calibration, the shortcut probe, Grad-CAM,
-feature distance, and evaluating a selected checkpoint."""
+"""Evaluation: metrics by group and their intervals, calibration, the shortcut probe, Grad-CAM,
+feature distance, one pass over a split; `hybridcovid/evaluate.py` puts them together."""
