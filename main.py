@@ -16,7 +16,7 @@ import jax
 from ml_collections import config_flags
 
 from configs import default
-from hybridcovid import errors, summary
+from hybridcovid import errors, runs, summary
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/hybrid.py or configs/hybrid.py:demo.',
@@ -114,24 +114,6 @@ def import_tensorflow_quietly() -> None:
     os.close(saved)
 
 
-def setup_jax(config) -> None:
-  """Compilation cache, deterministic kernels and multi-process start, before any device use."""
-  if config.deterministic:
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                               ' --xla_gpu_deterministic_ops=true')
-  if config.compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir',
-                      os.path.expanduser(config.compilation_cache_dir))
-  distributed = config.distributed
-  address = distributed.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if address:
-    jax.distributed.initialize(
-        coordinator_address=address,
-        num_processes=distributed.num_processes or None,
-        process_id=None if distributed.process_id < 0 else distributed.process_id)
-    logging.info('Process %d of %d.', jax.process_index(), jax.process_count())
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
@@ -142,27 +124,33 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f'--mode={_MODE.value} needs --config, e.g. --config=configs/hybrid.py.')
     # The run's own config comes from its checkpoint, and predict logs it.
     config = default.get_config()
-  setup_jax(config)
+  runs.setup_jax(config)
   if _CONFIG.value is not None:
     write_config(config, workdir)
   if _MODE.value in ('train', 'evaluate', 'audit'):  # Their data pipelines use TensorFlow.
     import_tensorflow_quietly()
   try:
-    if _MODE.value in ('train', 'evaluate'):
-      from hybridcovid import experiment  # Imports TensorFlow (the data pipeline).
-      run = experiment.train_and_evaluate if _MODE.value == 'train' else experiment.evaluate
-      run(config, workdir)
+    if _MODE.value == 'train':
+      from hybridcovid import experiment, leave_one_source_out  # Import TensorFlow.
+      if config.eval.leave_one_source_out:
+        leave_one_source_out.train(config, workdir)
+      else:  # The report keeps the results of an earlier leave-one-source-out training.
+        experiment.train_and_evaluate(
+            config, workdir, leave_one_source_out=leave_one_source_out.saved_results(workdir))
+    elif _MODE.value == 'evaluate':
+      from hybridcovid import evaluate, leave_one_source_out  # Import TensorFlow.
+      evaluate.evaluate(config, workdir, leave_one_source_out.saved_results(workdir))
     elif _MODE.value == 'predict':
       from hybridcovid import predict
       predict.predict(workdir, _INPUT.value, _EXPLAIN.value)
     elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
     elif _MODE.value == 'benchmark':
-      from hybridcovid import benchmark
-      benchmark.run(config, workdir)
+      from hybridcovid.benchmark import step_speed
+      step_speed.run(config, workdir)
     elif _MODE.value == 'audit':
-      from hybridcovid.data import audit, pipeline  # Imports TensorFlow.
-      data = pipeline.load(config.data, workdir, config.seed)
+      from hybridcovid.data import audit  # pylint: disable=g-import-not-at-top
+      data = runs.load_data(config.data, workdir, config.seed)
       logging.info('Data audit:\n%s', audit.format_table(data.report))
   except errors.UserError as error:
     raise SystemExit(f'error: {error}') from error

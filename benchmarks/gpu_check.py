@@ -38,7 +38,9 @@ sys.path.insert(0, REPO_DIR)
 
 # pylint: disable=wrong-import-position
 from configs import default
-from hybridcovid import benchmark, models, parallel, train
+from hybridcovid import models
+from hybridcovid.benchmark import step_speed as benchmark
+from hybridcovid.training import parallel, train
 # pylint: enable=wrong-import-position
 
 BACKBONES = ('resnet50', 'efficientnetb0')  # Alone, and together: the hybrid.

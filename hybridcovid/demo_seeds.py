@@ -17,7 +17,8 @@ import platform
 from absl import app
 from absl import flags
 
-from hybridcovid import report, timing
+from hybridcovid.benchmark import timing
+from hybridcovid.report import formatting, writer
 
 TARGET_ACCURACY = 0.90
 TIME_LIMIT_SECONDS = 300.0
@@ -26,7 +27,7 @@ WALL_SECONDS_FILE = 'wall_seconds'
 def seed_result(runs_dir: str, seed: int) -> dict:
   """Test accuracy (with its interval), AUC, selected epoch and wall time of one seed's run."""
   workdir = os.path.join(runs_dir, f'seed{seed}')
-  with open(os.path.join(workdir, report.REPORT_DIR, report.METRICS_FILE)) as f:
+  with open(os.path.join(workdir, writer.REPORT_DIR, writer.METRICS_FILE)) as f:
     metrics = json.load(f)
   with open(os.path.join(workdir, WALL_SECONDS_FILE)) as f:
     seconds = float(f.read())
@@ -46,8 +47,8 @@ def _minutes(seconds: float) -> str:
 def seed_line(result: dict) -> str:
   """'seed 0: test accuracy 91.61% (CI 87.37-95.73%), AUC 96.83%, 4 min 58.2 s'."""
   low, high = result['accuracy_interval']
-  return (f"seed {result['seed']}: test accuracy {report.percent(result['accuracy'])}% (CI "
-          f"{report.percent(low)}-{report.percent(high)}%), AUC {report.percent(result['auc'])}%, "
+  return (f"seed {result['seed']}: test accuracy {formatting.percent(result['accuracy'])}% (CI "
+          f"{formatting.percent(low)}-{formatting.percent(high)}%), AUC {formatting.percent(result['auc'])}%, "
           f"{_minutes(result['wall_seconds'])}")
 
 
@@ -74,7 +75,7 @@ def markdown(summary_: dict) -> str:
       '',
       f"`{summary_['command']}` on {summary_['cpu']} ({summary_['cores']} cores), each run "
       'with an empty compilation cache. The target: at least '
-      f"{report.percent(target['accuracy'])}% test accuracy within "
+      f"{formatting.percent(target['accuracy'])}% test accuracy within "
       f"{_minutes(target['wall_seconds'])}.",
       '',
       '| Seed | Test accuracy (95% CI) | AUC | Test images | Selected epoch | Wall time | Target |',
@@ -82,13 +83,13 @@ def markdown(summary_: dict) -> str:
   for result in summary_['seeds']:
     low, high = result['accuracy_interval']
     lines.append(
-        f"| {result['seed']} | {report.percent(result['accuracy'])} ({report.percent(low)}-"
-        f"{report.percent(high)}) | {report.percent(result['auc'])} | "
+        f"| {result['seed']} | {formatting.percent(result['accuracy'])} ({formatting.percent(low)}-"
+        f"{formatting.percent(high)}) | {formatting.percent(result['auc'])} | "
         f"{result['test_images']} | {result['selected_epoch']} of {result['epochs']} | "
         f"{_minutes(result['wall_seconds'])} | {'met' if result['reached'] else 'missed'} |")
   low, high = summary_['accuracy_range']
   fastest, slowest = summary_['wall_seconds_range']
-  lines += ['', f'Test accuracy {report.percent(low)}-{report.percent(high)}%, wall time '
+  lines += ['', f'Test accuracy {formatting.percent(low)}-{formatting.percent(high)}%, wall time '
             f'{_minutes(fastest)} to {_minutes(slowest)}; the target was '
             f"{'met by every seed' if summary_['all_reached'] else 'missed by at least one seed'}."
             ' Floating-point results differ between CPUs, so other machines give other '

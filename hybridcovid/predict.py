@@ -21,9 +21,11 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import calibration, checkpoints, errors, explain, feature_distance, models
-from hybridcovid import optimizers, parallel, report, train
+from hybridcovid import errors, models
 from hybridcovid.data import resize
+from hybridcovid.evaluation import calibration, explain, feature_distance
+from hybridcovid.report import json_format
+from hybridcovid.training import checkpoints, optimizers, parallel, train
 
 PREDICT_DIR = 'predict'
 CSV_FILE = 'predictions.csv'
@@ -226,7 +228,7 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
 
   csv_path = os.path.join(output_dir, CSV_FILE)
   _replace_files({csv_path: write_csv,
-                  os.path.join(output_dir, JSON_FILE): lambda f: report.dump_json(result, f)})
+                  os.path.join(output_dir, JSON_FILE): lambda f: json_format.dump_json(result, f)})
   for problem in problems:
     logging.warning('Not scored: %s: %s', problem['path'], problem['reason'])
   if problems:

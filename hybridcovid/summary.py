@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from hybridcovid import models, train
+from hybridcovid import models
+from hybridcovid.training import train
 
 
 def _size(tree: Any) -> int:

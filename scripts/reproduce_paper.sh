@@ -23,4 +23,4 @@ for experiment in cxr_resnet50 cxr_efficientnetb0 ct_resnet50 ct_efficientnetb0 
   python "${root}/main.py" --config="${root}/configs/${experiment}.py${variant}" \
     --workdir="${runs_dir}/${experiment}" --config.data.tfds_dir="${runs_dir}/prepared_data" "$@"
 done
-(cd "${root}" && python -m hybridcovid.paper --runs_dir="${runs_dir}")
+(cd "${root}" && python -m hybridcovid.report.paper --runs_dir="${runs_dir}")

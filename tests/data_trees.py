@@ -2,8 +2,24 @@
 
 import os
 
+import ml_collections
 import numpy as np
 from PIL import Image
+
+from configs import default
+
+# Real CXR and CT images, where the shared folder holds them.
+REALMINI = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'realmini')
+
+
+def data_config(tmp_path, folder, **overrides) -> ml_collections.ConfigDict:
+  """The default data config reading `folder` at 32x32, preparing into `tmp_path`/tfds."""
+  config = default.get_config().data
+  config.folder_dir = str(folder)
+  config.tfds_dir = str(tmp_path / 'tfds')
+  config.image_size = 32
+  config.update(overrides)
+  return config
 
 
 def write_png(path: str, seed: int, size=(40, 52), mode='L') -> None:

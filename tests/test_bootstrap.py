@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hybridcovid import bootstrap, metrics
+from hybridcovid.evaluation import bootstrap, metrics
 
 
 def _case(images=120, seed=0):

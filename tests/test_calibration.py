@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hybridcovid import calibration, folds
+from hybridcovid.evaluation import calibration, folds
 
 
 def test_expected_calibration_error_of_a_hand_computed_case():

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import checkpoints, train
+from hybridcovid.training import checkpoints, train
 
 
 def _state(seed):
@@ -36,10 +36,12 @@ def test_latest_are_kept_for_resume_and_the_best_apart(tmp_path):
   metrics = [0.5, 0.9, 0.7, 0.6, 0.8]
   states = [_state(epoch) for epoch in range(5)]
   # Epochs count from 1: checkpoints/N holds the state after epoch N.
-  became_best = [run.save(epoch, states[epoch - 1], {'seed': 7}, metric)
-                 for epoch, metric in enumerate(metrics, start=1)]
+  best_so_far = []
+  for epoch, metric in enumerate(metrics, start=1):
+    run.save(epoch, states[epoch - 1], {'seed': 7}, metric)
+    best_so_far.append(run.best_metric)
   run.wait()
-  assert became_best == [True, True, False, False, False]
+  assert best_so_far == [0.5, 0.9, 0.9, 0.9, 0.9]
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '5']
   latest, record = run.restore_latest(_state(99))
   _assert_same(latest, states[4])
@@ -51,8 +53,9 @@ def test_latest_are_kept_for_resume_and_the_best_apart(tmp_path):
   run.close()
   reopened = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
   assert reopened.best_metric == 0.9
-  assert not reopened.save(6, states[0], {}, 0.85)
+  reopened.save(6, states[0], {}, 0.85)
   reopened.wait()
+  assert reopened.best_metric == 0.9 and os.listdir(tmp_path / 'best') == ['2']
   reopened.close()
 
 
@@ -70,7 +73,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
   assert record['epoch'] == 1
   # The damaged one is gone, so the retrained epoch can be saved again.
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1']
-  assert run.save(2, _state(2), {}, None) is False
+  run.save(2, _state(2), {}, None)
   run.wait()
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2']
   run.close()

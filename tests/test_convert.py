@@ -193,6 +193,7 @@ def test_truncated_and_missing_files_name_the_file_and_the_fix(keras_file, tmp_p
     convert.from_keras_h5(arch, not_keras)
 
 
+@pytest.mark.subprocess
 def test_command_line_checkpoint_loads_into_a_classifier(keras_file, tmp_path):
   arch, _, path = keras_file
   output = str(tmp_path / 'converted')

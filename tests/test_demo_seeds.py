@@ -3,7 +3,10 @@ import os
 import subprocess
 import sys
 
-from hybridcovid import demo_seeds, report
+import pytest
+
+from hybridcovid import demo_seeds
+from hybridcovid.report import json_format, writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,8 +17,8 @@ def _write_run(runs_dir, seed, accuracy, seconds):
   metrics = {'selected_epoch': 6, 'history': [{}] * 6,
              'test': {'overall': {'accuracy': accuracy, 'auc': 0.97, 'counts': counts,
                                   'intervals': {'accuracy': [accuracy - 0.04, accuracy + 0.03]}}}}
-  (workdir / report.REPORT_DIR).mkdir(parents=True)
-  report.write_json(str(workdir / report.REPORT_DIR / report.METRICS_FILE), metrics)
+  (workdir / writer.REPORT_DIR).mkdir(parents=True)
+  json_format.write_json(str(workdir / writer.REPORT_DIR / writer.METRICS_FILE), metrics)
   (workdir / demo_seeds.WALL_SECONDS_FILE).write_text(f'{seconds}\n')
 
 
@@ -37,6 +40,7 @@ def test_each_seed_is_a_line_and_the_summary_says_whether_all_met_the_target(tmp
   assert summary['cpu'] in text and 'missed by at least one seed' in text
 
 
+@pytest.mark.subprocess
 def test_the_command_writes_both_files(tmp_path):
   for seed in (0, 1):
     _write_run(tmp_path, seed, 0.93, 200)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from hybridcovid import checkpoints, errors, experiment, models, optimizers, report, train
+from hybridcovid import errors, evaluate, experiment, leave_one_source_out, models
+from hybridcovid.report import json_format, writer
+from hybridcovid.training import checkpoints, optimizers, train
 import data_trees
-import test_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,8 +32,8 @@ def _config(tmp_path, epochs, folder='images'):
 def _same(a, b) -> bool:
   """Equal as metrics.json writes them: undefined metrics (NaN in memory, null in the
   file) compare equal to each other."""
-  return (json.dumps(report.strict_json(a), sort_keys=True)
-          == json.dumps(report.strict_json(b), sort_keys=True))
+  return (json.dumps(json_format.strict_json(a), sort_keys=True)
+          == json.dumps(json_format.strict_json(b), sort_keys=True))
 
 
 def _read(path):
@@ -41,13 +42,14 @@ def _read(path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=10, cxr_sites=2)
   workdir = str(tmp_path / 'work')
   config = _config(tmp_path, epochs=1)
   config.train.head_only_epochs = 1
   config.eval.leave_one_source_out = True
-  first = experiment.train_and_evaluate(config, workdir)
+  first = leave_one_source_out.train(config, workdir)
   assert first['selected_epoch'] == 1 and [entry['epoch'] for entry in first['history']] == [1]
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1']
   # The head-only epoch changed the head alone: backbone weights and BatchNorm
@@ -65,15 +67,16 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
 
   config.train.epochs = 2
   config.eval.leave_one_source_out = False  # Its results stay in the report.
-  resumed = experiment.train_and_evaluate(config, workdir)
+  resumed = experiment.train_and_evaluate(
+      config, workdir, leave_one_source_out=leave_one_source_out.saved_results(workdir))
   # Epoch 1 came from the checkpoint; only epoch 2 was trained.
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1', '2']
   assert _same(resumed['history'][:1], first['history']) and len(resumed['history']) == 2
-  report_dir = os.path.join(workdir, report.REPORT_DIR)
+  report_dir = os.path.join(workdir, writer.REPORT_DIR)
   assert {'metrics.json', 'report.md', 'predictions.csv', 'confusion_matrix.png', 'roc.png',
           'training_curves.png'} <= set(os.listdir(report_dir))
-  saved = _read(os.path.join(report_dir, report.METRICS_FILE))
-  with open(os.path.join(report_dir, report.METRICS_FILE)) as f:
+  saved = _read(os.path.join(report_dir, writer.METRICS_FILE))
+  with open(os.path.join(report_dir, writer.METRICS_FILE)) as f:
     json.load(f, parse_constant=lambda constant: pytest.fail(f'{constant} in metrics.json'))
   assert saved['selected_epoch'] == resumed['selected_epoch'] in (1, 2)
   # One numbering everywhere: the report, metrics.json and the checkpoint's folder.
@@ -96,14 +99,14 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert len(_read(os.path.join(workdir, 'inputs.json'))) == 80
 
   # Leave one source out: a model per source, trained without it, tested on all of it.
-  held_out = _read(os.path.join(workdir, experiment.LEAVE_ONE_SOURCE_OUT_DIR,
-                                experiment.LEAVE_ONE_SOURCE_OUT_SUMMARY))
+  held_out = _read(os.path.join(workdir, leave_one_source_out.LEAVE_ONE_SOURCE_OUT_DIR,
+                                leave_one_source_out.LEAVE_ONE_SOURCE_OUT_SUMMARY))
   assert sorted(held_out) == ['ct-site0', 'cxr-site0', 'cxr-site1']
   assert 'ct-site0 is the only ct source' in held_out['ct-site0']['skipped']
   split = _read(os.path.join(workdir, 'split.json'))['assignment']
   for source in ('cxr-site0', 'cxr-site1'):
     fold = os.path.join(workdir, held_out[source]['workdir'])
-    fold_test = _read(os.path.join(fold, report.REPORT_DIR, report.METRICS_FILE))['test']
+    fold_test = _read(os.path.join(fold, writer.REPORT_DIR, writer.METRICS_FILE))['test']
     assert set(fold_test) == {'overall', 'cxr', f'source:{source}'}
     assert sum(fold_test['overall']['counts'].values()) == 20
     # All of the held-out source, and the other sources less their test images.
@@ -126,26 +129,28 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   assert os.listdir(os.path.join(workdir, experiment.TENSORBOARD_DIR))
 
   # Evaluating again gives the same numbers from the selected checkpoint.
-  again = experiment.evaluate(_config(tmp_path, epochs=2), workdir)
+  again = evaluate.evaluate(_config(tmp_path, epochs=2), workdir,
+                            leave_one_source_out.saved_results(workdir))
   assert again['test']['overall']['counts'] == test['overall']['counts']
   np.testing.assert_allclose(again['test']['overall']['auc'], test['overall']['auc'])
 
   # Another data set is evaluated whole, into its own report.
   data_trees.write_folder(str(tmp_path / 'other'), patients_per_stratum=2)
-  external = experiment.evaluate(_config(tmp_path, epochs=2, folder='other'), workdir)
+  external = evaluate.evaluate(_config(tmp_path, epochs=2, folder='other'), workdir,
+                               leave_one_source_out.saved_results(workdir))
   assert sum(external['test']['overall']['counts'].values()) == 16
-  [name] = os.listdir(os.path.join(workdir, experiment.EXTERNAL_DIR))
+  [name] = os.listdir(os.path.join(workdir, evaluate.EXTERNAL_DIR))
   assert name.startswith('other-')
-  external_report = os.path.join(workdir, experiment.EXTERNAL_DIR, name, report.REPORT_DIR)
-  assert _same(_read(os.path.join(external_report, report.METRICS_FILE))['test'],
+  external_report = os.path.join(workdir, evaluate.EXTERNAL_DIR, name, writer.REPORT_DIR)
+  assert _same(_read(os.path.join(external_report, writer.METRICS_FILE))['test'],
                external['test'])
   assert 'leave_one_source_out' not in external  # About the run, not the external data.
   refused = _config(tmp_path, epochs=2)
   refused.data.held_out_source = 'cxr-site0'
   with pytest.raises(errors.UserError, match='held_out_source chooses what a model trains'):
-    experiment.evaluate(refused, workdir)
+    evaluate.evaluate(refused, workdir)
   # The run's own report is untouched.
-  assert _same(_read(os.path.join(report_dir, report.METRICS_FILE))['test'], test)
+  assert _same(_read(os.path.join(report_dir, writer.METRICS_FILE))['test'], test)
 
   # Every test metric has its patient-bootstrap interval; the operating point
   # is the one kept with the selected checkpoint, fitted on validation.
@@ -165,10 +170,8 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
   bad.mkdir()
   (bad / 'notes.txt').write_text('not an image')
   (bad / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(20))
-  code = ('import sys; from hybridcovid import predict; '
-          'predict.predict(sys.argv[1], sys.argv[2:], with_gradcam=True); '
-          "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
-  done = subprocess.run([sys.executable, '-c', code, workdir, str(tmp_path / 'images' / 'cxr'),
+  program = os.path.join(ROOT, 'tests', 'programs', 'predict_without_tensorflow.py')
+  done = subprocess.run([sys.executable, program, workdir, str(tmp_path / 'images' / 'cxr'),
                          str(bad), str(tmp_path / 'missing.png')],
                         cwd=ROOT, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
@@ -198,11 +201,11 @@ def test_trains_resumes_reports_and_evaluates_again_and_externally(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(test_pipeline.REALMINI),
+@pytest.mark.skipif(not os.path.isdir(data_trees.REALMINI),
                     reason='../shared/data/realmini (real CXR and CT images) is absent')
 def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(tmp_path):
   config = _config(tmp_path, epochs=1)
-  config.data.folder_dir = os.path.abspath(test_pipeline.REALMINI)
+  config.data.folder_dir = os.path.abspath(data_trees.REALMINI)
   config.train.batch_size = 32
   # What a GPU runs: XLA's convolutions, grouped depthwise convolutions and pooling.
   config.model.backbones = ('resnet50', 'efficientnetb0')
@@ -213,20 +216,7 @@ def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(
   assert 150 <= sum(counts.values()) <= 250
   assert sum(result['test']['cxr']['counts'].values()) > 0
   assert sum(result['test']['ct']['counts'].values()) > 0
-  assert (tmp_path / 'work' / report.REPORT_DIR / 'report.md').is_file()
+  assert (tmp_path / 'work' / writer.REPORT_DIR / 'report.md').is_file()
   record = checkpoints.RunCheckpoints(str(tmp_path / 'work')).best_record()
   assert record['config']['model']['conv_impl'] == 'xla'
   assert 0.0 <= result['test']['overall']['auc'] <= 1.0
-
-
-def test_explanation_examples_are_the_most_confident_of_each_outcome():
-  rows = [{'key': f'k{index}', 'patient_id': patient, 'label': label,
-           'probability': probability}
-          for index, (patient, label, probability) in enumerate(
-              [('a', 1, 0.9), ('b', 1, 0.6), ('c', 1, 0.99), ('d', 0, 0.7), ('e', 0, 0.1),
-               ('f', 0, 0.35), ('g', 1, 0.2), ('c', 1, 0.95)])]
-  chosen = experiment.explanation_examples(rows, threshold=0.3, per_outcome=2)
-  # k7 is more confident than k0 but of a patient already shown.
-  assert [(row['outcome'], row['key']) for row in chosen] == [
-      ('true positive', 'k2'), ('true positive', 'k0'), ('false positive', 'k3'),
-      ('false positive', 'k5'), ('true negative', 'k4'), ('false negative', 'k6')]

@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import explain
 from hybridcovid.data import synthetic
+from hybridcovid.evaluation import explain
 from hybridcovid.models import hybrid
 
 IMAGE_SIZE = 64

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hybridcovid import feature_distance, folds
+from hybridcovid.evaluation import feature_distance, folds
 
 
 def _z(values, fitted_on):

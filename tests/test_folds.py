@@ -1,6 +1,6 @@
 import numpy as np
 
-from hybridcovid import folds
+from hybridcovid.evaluation import folds
 
 
 def test_folds_are_fewer_where_a_class_has_few_patients():

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from hybridcovid import models
+from hybridcovid import errors, models
 from primitives import count_primitives
 import stable_init
 
@@ -92,6 +93,16 @@ def test_single_backbone_classifier_has_only_that_backbone():
   assert shapes['params']['logits']['kernel'].shape == (64, 3)
 
 
+
+def test_a_config_with_other_than_two_classes_is_refused_in_one_line():
+  config = default.get_config().model
+  config.num_classes = 3
+  with pytest.raises(errors.UserError) as raised:
+    models.create_classifier(config)
+  message = str(raised.value)
+  assert message.startswith('--config.model.num_classes=3: ') and '\n' not in message
+  assert message.endswith('set it to 2.')
+
 def test_dropout_is_active_only_in_training(hybrid_variables, small_images):
   model = models.HybridClassifier(freeze_backbone_batchnorm=True)
   eval_logits = jax.jit(model.apply)(hybrid_variables, small_images)
@@ -137,12 +148,7 @@ def test_bfloat16_forward_is_within_one_percent_of_float32(hybrid_variables):
   assert 0 < error <= 1e-2
 
 
+@pytest.mark.subprocess
 def test_forward_pass_does_not_import_tensorflow():
-  code = (
-      'import sys, jax, jax.numpy as jnp\n'
-      'from hybridcovid import models\n'
-      'm = models.HybridClassifier(backbones=("efficientnetb0",))\n'
-      'x = jnp.zeros((1, 32, 32, 3), jnp.uint8)\n'
-      'm.apply(m.init(jax.random.key(0), x), x)\n'
-      'assert "tensorflow" not in sys.modules, "TensorFlow was imported"\n')
-  subprocess.run([sys.executable, '-c', code], check=True)
+  program = os.path.join(os.path.dirname(__file__), 'programs', 'forward_without_tensorflow.py')
+  subprocess.run([sys.executable, program], check=True)

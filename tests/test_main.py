@@ -11,6 +11,8 @@ import pytest
 from configs import default
 import data_trees
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

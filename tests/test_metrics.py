@@ -5,7 +5,7 @@ import pytest
 from sklearn import metrics as sk
 from sklearn.exceptions import UndefinedMetricWarning
 
-from hybridcovid import metrics
+from hybridcovid.evaluation import metrics
 
 
 def _reference(labels, scores, threshold):
@@ -53,17 +53,6 @@ def test_every_metric_matches_scikit_learn(case, threshold):
   assert sk.confusion_matrix(labels, (scores >= threshold).astype(int),
                              labels=[0, 1]).ravel().tolist() == [
       counts['tn'], counts['fp'], counts['fn'], counts['tp']]
-
-
-def test_metrics_by_group_splits_by_modality():
-  labels = np.array([1, 0, 1, 0, 1, 1])
-  scores = np.array([0.9, 0.2, 0.4, 0.6, 0.8, 0.7])
-  groups = np.array(['cxr', 'cxr', 'ct', 'ct', 'ct', 'cxr'])
-  result = metrics.metrics_by_group(labels, scores, groups)
-  assert set(result) == {'overall', 'cxr', 'ct'}
-  assert result['cxr']['accuracy'] == 1.0
-  assert result['ct']['counts'] == {'tp': 1, 'fp': 1, 'fn': 1, 'tn': 0}
-  assert result['overall']['accuracy'] == pytest.approx(4 / 6)
 
 
 _TWO_CLASS_CASES = [(labels, scores) for labels, scores in _cases()

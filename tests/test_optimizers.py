@@ -5,7 +5,8 @@ import optax
 import pytest
 
 from configs import default
-from hybridcovid import errors, optimizers
+from hybridcovid import errors
+from hybridcovid.training import optimizers
 
 
 def _config(**overrides):

@@ -2,7 +2,9 @@ import json
 import subprocess
 import sys
 
-from hybridcovid import paper, report
+import pytest
+
+from hybridcovid.report import json_format, paper, writer
 from test_main import ROOT
 
 
@@ -25,11 +27,11 @@ def test_every_cell_of_the_papers_tables_is_transcribed_by_row():
   assert names == ['cxr_resnet50', 'cxr_efficientnetb0', 'ct_resnet50', 'ct_efficientnetb0',
                    'pooled_resnet50', 'pooled_efficientnetb0', 'hybrid']
   assert set(names) - set(paper.PAPER_RESULTS) == {'hybrid'}
-  assert paper.AUDIT_FILE == 'audit.json'  # As tests/test_pipeline.py reads it.
+  assert paper.AUDIT_FILE == 'audit.json'  # As tests/test_loading.py reads it.
 
 
 def _write_run(runs_dir, name, accuracy, intervals=True, level=0.95):
-  folder = runs_dir / name / report.REPORT_DIR
+  folder = runs_dir / name / writer.REPORT_DIR
   folder.mkdir(parents=True)
   overall = {'accuracy': accuracy, 'specificity': 0.5, 'recall': 0.25, 'f1': float('nan')}
   result = {'test': {'overall': overall}}
@@ -39,7 +41,7 @@ def _write_run(runs_dir, name, accuracy, intervals=True, level=0.95):
                             'recall': [0.1, 0.4], 'f1': [float('nan'), float('nan')]}
     result['intervals'] = {'level': level, 'resamples': 1000, 'unit': 'patient'}
   # As the report writes it: strict JSON, undefined metrics as null.
-  report.write_json(str(folder / report.METRICS_FILE), result)
+  json_format.write_json(str(folder / writer.METRICS_FILE), result)
 
 
 def _write_audit(runs_dir, name, class_balance, dropped=0, bad=0):
@@ -119,13 +121,14 @@ def test_data_table_puts_the_loaded_images_beside_table_1(tmp_path):
   assert _line(lines, '| hybrid |') == '| hybrid | - | - | - | - | no audit.json |'
 
 
+@pytest.mark.subprocess
 def test_command_writes_the_table(tmp_path):
   _write_run(tmp_path, 'hybrid', 0.9)
-  result = subprocess.run([sys.executable, '-m', 'hybridcovid.paper', f'--runs_dir={tmp_path}'],
-                          cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run([sys.executable, '-m', 'hybridcovid.report.paper',
+                           f'--runs_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
   assert (tmp_path / paper.TABLE_FILE).read_text() == result.stdout.rstrip('\n') + '\n'
-  missing = subprocess.run([sys.executable, '-m', 'hybridcovid.paper',
+  missing = subprocess.run([sys.executable, '-m', 'hybridcovid.report.paper',
                             f'--runs_dir={tmp_path / "nowhere"}'],
                            cwd=ROOT, capture_output=True, text=True)
   assert missing.returncode != 0 and 'nowhere: no such folder' in missing.stderr

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import models, parallel, train
+from hybridcovid import models
+from hybridcovid.training import parallel, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARALLEL_RUN = os.path.join(ROOT, 'tests', 'programs', 'parallel_run.py')
@@ -115,6 +116,8 @@ def _run(workdir, mode, epochs, cache, kill_after=None):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.multidevice
 def test_pmap_and_shard_map_runs_agree_and_a_killed_pmap_run_resumes(tmp_path):
   cache = tmp_path / 'cache'  # The pmap runs compile once between them.
   results = {}

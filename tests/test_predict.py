@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid import checkpoints, experiment, predict
+from hybridcovid import experiment, predict
+from hybridcovid.training import checkpoints
 import data_trees
 import test_experiment
 
@@ -48,6 +49,7 @@ def _results(root) -> dict:
   return {path.name: path.read_bytes() for path in folder.iterdir()} if folder.is_dir() else {}
 
 
+@pytest.mark.subprocess
 def test_nothing_to_score_exits_with_one_line_naming_the_inputs(root):
   before = _results(root)
   result = _main(root, root / 'missing.png', root / 'empty')
@@ -150,6 +152,7 @@ def _damaged(checkpoint):
     flip()
 
 
+@pytest.mark.subprocess
 def test_a_damaged_checkpoint_ends_in_one_line_that_names_it_and_the_fix(root):
   best, latest = root / 'work' / 'best' / '1', root / 'work' / 'checkpoints'
   with _damaged(best):
@@ -165,6 +168,7 @@ def test_a_damaged_checkpoint_ends_in_one_line_that_names_it_and_the_fix(root):
       assert 'Event loop is closed' not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_predict_logs_the_checkpoint_not_the_default_config(root):
   result = _main(root, root / 'images' / 'ct' / 'COVID' / '0_0.png')
   assert result.returncode == 0, result.stderr

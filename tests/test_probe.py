@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hybridcovid import probe
+from hybridcovid.evaluation import probe
 
 
 def _case(source_strength, disease_strength, seed=0):

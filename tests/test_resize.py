@@ -4,7 +4,7 @@ from PIL import Image
 import pytest
 
 from configs import default
-from hybridcovid.data import pipeline, resize
+from hybridcovid.data import input_pipeline, loading, resize
 import data_trees
 
 
@@ -19,7 +19,7 @@ def test_resize_gives_the_training_pipelines_pixels(height, width, size, method)
   image = np.clip(grey[..., None] + rng.normal(0, 5, (height, width, 3)), 0, 255)
   image = image.astype(np.uint8)
   ours = resize.resize(image, size, method)
-  reference = pipeline.resize(image, size, method).numpy()
+  reference = input_pipeline.resize(image, size, method).numpy()
   assert ours.shape == reference.shape == (size, size, 3)
   difference = np.abs(ours.astype(int) - reference.astype(int))
   # Equal up to rounding of values a hair from .5.
@@ -70,9 +70,9 @@ def test_prediction_sees_the_pixels_evaluation_sees_when_images_are_bounded(tmp_
   config = default.get_config().data
   config.update({'folder_dir': str(tmp_path / 'images'), 'tfds_dir': str(tmp_path / 'tfds'),
                  'image_size': 32, 'max_stored_side': 64, 'prepare_processes': 1})
-  data = pipeline.load(config, str(tmp_path / 'work'), seed=0, all_test=True)
+  data = loading.load(config, str(tmp_path / 'work'), seed=0, all_test=True)
   assert {(fact.height, fact.width) for fact in data.facts} == {(90, 130)}
-  batches = list(pipeline.InputPipeline(data, config, 8).eval_batches('test'))
+  batches = list(input_pipeline.InputPipeline(data, config, 8).eval_batches('test'))
   images = np.concatenate([batch['image'][batch['mask']] for batch in batches])
   ids = np.concatenate([batch['example_id'][batch['mask']] for batch in batches])
   assert len(ids) == 8

@@ -1,6 +1,6 @@
 import numpy as np
 
-from hybridcovid import timing
+from hybridcovid.benchmark import timing
 
 
 def test_time_steps_runs_the_warmup_untimed_and_times_each_step():

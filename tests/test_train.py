@@ -10,63 +10,22 @@ import numpy as np
 import optax
 import pytest
 
-from hybridcovid import parallel
-from hybridcovid import train as train_lib
+from hybridcovid.training import parallel
+from hybridcovid.training import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Runs in a fresh process: the device count is fixed when JAX starts.
-_ONE_STEP_EVERYWHERE = """
-import sys
-import jax, jax.numpy as jnp, numpy as np, optax
-from hybridcovid import models, parallel, train
-sys.path.insert(0, 'tests')
-import stable_init
-assert jax.device_count() == 8
-model = models.HybridClassifier(backbones=('resnet50',), hidden_units=16, dropout_rate=0.0,
-                                axis_name=train.BATCH_AXIS)
-rng = np.random.default_rng(0)
-batch = {'image': rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8),
-         'label': rng.integers(0, 2, 16).astype(np.int32),
-         'weight': rng.uniform(0.5, 2.0, 16).astype(np.float32),
-         'mask': np.arange(16) < 13}
-init = models.HybridClassifier(backbones=('resnet50',), hidden_units=16).init(
-    jax.random.key(0), batch['image'][:1])
-init = {'params': stable_init.damp_residual_branches(init['params']),
-        'batch_stats': init['batch_stats']}
-results = {}
-for name, devices, mode in [('one', jax.devices()[:1], 'shard_map'),
-                            ('eight', jax.devices(), 'shard_map'),
-                            ('pmap', jax.devices(), 'pmap')]:
-  data_parallel = parallel.DataParallel(mode, devices)
-  state = data_parallel.device_state(train.replicate(
-      train.create_train_state(model, optax.sgd(0.05), init), data_parallel.mesh))
-  step = data_parallel.compile_train_step()
-  for _ in range(3):
-    state, metrics = step(state, data_parallel.device_batch(batch), jax.random.key(1))
-  state = data_parallel.logical_state(state)
-  results[name] = (train.host_variables(state)['params'],
-                   train.host_variables(state)['batch_stats'],
-                   data_parallel.host_scalars(metrics))
-def relative_error(a, b):
-  # Over the whole tree: conv biases before BatchNorm have a true gradient of
-  # zero, so leaf by leaf they would compare rounding noise with itself.
-  x = np.concatenate([np.ravel(v) for v in jax.tree.leaves(a)])
-  y = np.concatenate([np.ravel(v) for v in jax.tree.leaves(b)])
-  return np.linalg.norm(x - y) / np.linalg.norm(y)
-for name in ('eight', 'pmap'):
-  print(name, relative_error(results[name][0], results['one'][0]),
-        relative_error(results[name][1], results['one'][1]))
-print('moved', relative_error(results['one'][0], jax.device_get(init['params'])))
-print('loss', results['one'][2]['loss'], results['eight'][2]['loss'])
-"""
+# Programs that run in a fresh process: the device count is fixed when JAX starts.
+PROGRAMS = os.path.join(ROOT, 'tests', 'programs')
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.multidevice
 def test_eight_devices_pmap_and_one_device_take_the_same_three_steps():
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
          'JAX_PLATFORMS': 'cpu'}
-  result = subprocess.run([sys.executable, '-c', _ONE_STEP_EVERYWHERE], cwd=ROOT, env=env,
+  result = subprocess.run([sys.executable, os.path.join(PROGRAMS, 'one_step_everywhere.py')],
+                          cwd=ROOT, env=env,
                           capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]
   values = dict(line.split(' ', 1) for line in result.stdout.strip().splitlines())
@@ -78,54 +37,6 @@ def test_eight_devices_pmap_and_one_device_take_the_same_three_steps():
   assert abs(float(one) - float(eight)) <= 1e-5 * abs(float(one))
 
 
-# One process of a data-parallel run: `main.setup_jax` joins the processes,
-# each feeds its own rows of every global batch, and the parameters and
-# BatchNorm statistics after each of three steps are written to OUT.
-_THREE_STEPS = """
-import sys
-import jax, jax.numpy as jnp, numpy as np, optax
-sys.path.insert(0, 'tests')
-import main as entry
-import stable_init
-from configs import default
-from hybridcovid import models, parallel, train
-process_id, num_processes, address, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-config = default.get_config()
-config.compilation_cache_dir = ''
-if num_processes > 1:
-  config.distributed.coordinator_address = address
-  config.distributed.num_processes = num_processes
-  config.distributed.process_id = process_id
-entry.setup_jax(config)
-assert jax.process_count() == num_processes and jax.device_count() == 4
-model = models.HybridClassifier(backbones=('resnet50',), hidden_units=16,
-                                axis_name=train.BATCH_AXIS)
-rng = np.random.default_rng(0)
-# 64x64 and 16 images: BatchNorm over fewer values per channel turns rounding
-# differences between the reductions into large ones.
-images = rng.integers(0, 256, (3, 16, 64, 64, 3), dtype=np.uint8)
-labels = rng.integers(0, 2, (3, 16)).astype(np.int32)
-init = models.HybridClassifier(backbones=('resnet50',), hidden_units=16).init(
-    jax.random.key(0), images[0, :1])
-init = {'params': stable_init.damp_residual_branches(init['params']),
-        'batch_stats': init['batch_stats']}
-data_parallel = parallel.DataParallel()
-# SGD: Adam would scale the rounding noise of zero-gradient biases up to the step size.
-state = train.replicate(train.create_train_state(model, optax.sgd(0.05), init),
-                        data_parallel.mesh)
-step = data_parallel.compile_train_step()
-rows = slice(process_id * 16 // num_processes, (process_id + 1) * 16 // num_processes)
-after = {}
-for index in range(3):
-  local = {'image': images[index, rows], 'label': labels[index, rows],
-           'weight': np.ones(16, np.float32)[rows], 'mask': np.ones(16, bool)[rows]}
-  state, metrics = step(state, data_parallel.device_batch(local), jax.random.key(1))
-  for number, leaf in enumerate(jax.tree.leaves((state.params, state.batch_stats))):
-    after[f'step{index + 1}_{number}'] = np.asarray(leaf.addressable_data(0))
-np.savez(out, **after)
-"""
-
-
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -133,6 +44,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.multidevice
 def test_two_processes_end_equal_to_each_other_and_to_one_process(tmp_path):
   address = f'127.0.0.1:{_free_port()}'
 
@@ -140,7 +53,8 @@ def test_two_processes_end_equal_to_each_other_and_to_one_process(tmp_path):
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
            'XLA_FLAGS': f'--xla_force_host_platform_device_count={4 // num_processes}'}
     return subprocess.Popen(
-        [sys.executable, '-c', _THREE_STEPS, str(process_id), str(num_processes), address,
+        [sys.executable, os.path.join(PROGRAMS, 'three_steps.py'), str(process_id),
+         str(num_processes), address,
          str(tmp_path / f'{num_processes}-{process_id}.npz')],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

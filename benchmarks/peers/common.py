@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Callable
 
-from hybridcovid import timing
+from hybridcovid.benchmark import timing
 
 
 def parse_arguments() -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Resizing a decoded image to the model's input, as the training pipeline does, without TensorFlow.
 
 `bounded` shrinks a decoded image to the size preparation stores it at.
-`resize` gives the same pixels as `pipeline.resize` (TensorFlow's antialiased
+`resize` gives the same pixels as `input_pipeline.resize` (TensorFlow's antialiased
 bilinear resize, with or without aspect-preserving padding) up to rounding,
 so that prediction on a machine without TensorFlow sees what training saw;
 `read_resized` reads image files into such model inputs, bounded then resized.

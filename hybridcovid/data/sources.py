@@ -19,6 +19,8 @@ from hybridcovid import errors
 from hybridcovid.data.decode import IMAGE_EXTENSIONS
 
 CLASS_NAMES = ('normal', 'covid')  # Label 1, COVID, is the positive class.
+# Labels 0 and 1 as folders, manifests and reports write them.
+LABEL_NAMES = ('Normal', 'COVID')
 MODALITIES = ('cxr', 'ct')
 _LABEL_ALIASES = {
     'covid': 1, 'covid19': 1, 'sarscov2': 1, 'positive': 1,

@@ -30,10 +30,10 @@ import numpy as np
 from PIL import Image
 
 from hybridcovid import errors
+from hybridcovid.data import sources
 
 MODALITIES = ('cxr', 'ct')
-LABELS = ('COVID', 'Normal')
-MANIFEST_NAME = 'manifest.csv'
+LABELS = sources.LABEL_NAMES[::-1]  # COVID first: the order seeds each image's generator.
 MANIFEST_HEADER = ('relpath', 'label', 'modality', 'source', 'patient_id')
 PARAMETERS_NAME = 'synthetic.json'
 MIN_IMAGE_SIZE = 32
@@ -472,7 +472,7 @@ def generate(root: str, seed: int = 0, patients_per_class: int = 40,
     raise errors.UserError(f'image_size must be at least {MIN_IMAGE_SIZE}; got {image_size}.')
   parameters = {'seed': seed, 'patients_per_class': patients_per_class,
                 'image_size': image_size, 'sites': list(SITES)}
-  manifest_path = os.path.join(root, MANIFEST_NAME)
+  manifest_path = os.path.join(root, sources.MANIFEST)
   parameters_path = os.path.join(root, PARAMETERS_NAME)
   if os.path.isdir(root) and os.listdir(root):
     existing = None

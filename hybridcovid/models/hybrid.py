@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hybridcovid import errors
 from hybridcovid.models.efficientnet import EfficientNetB0
 from hybridcovid.models.resnet import ResNet50
 
@@ -32,6 +33,11 @@ def create_backbone(arch: str, **kwargs: Any) -> nn.Module:
 def create_classifier(model_config: Any, axis_name: str | None = None
                       ) -> 'HybridClassifier':
   """Builds the classifier from a config's `model` section (see configs/default.py)."""
+  if model_config.num_classes != 2:
+    raise errors.UserError(
+        f'--config.model.num_classes={model_config.num_classes}: the classifier tells COVID '
+        'from normal, and its metrics, calibration and reports assume those two classes; '
+        'set it to 2.')
   return HybridClassifier(
       backbones=tuple(model_config.backbones),
       num_classes=model_config.num_classes,

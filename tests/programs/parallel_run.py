@@ -15,8 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from configs import default  # pylint: disable=wrong-import-position
-import main as entry  # pylint: disable=wrong-import-position
-from hybridcovid import checkpoints, experiment  # pylint: disable=wrong-import-position
+from hybridcovid import experiment, runs  # pylint: disable=wrong-import-position
+from hybridcovid.training import checkpoints  # pylint: disable=wrong-import-position
 
 
 def demo_config(workdir: str, parallel: str, epochs: int, cache_dir: str):
@@ -37,11 +37,10 @@ def die_after(epoch: int) -> None:
   save = checkpoints.RunCheckpoints.save
 
   def save_then_die(self, saved_epoch, *args, **kwargs):
-    improved = save(self, saved_epoch, *args, **kwargs)
+    save(self, saved_epoch, *args, **kwargs)
     if saved_epoch == epoch:
       self.wait()
       os.kill(os.getpid(), signal.SIGKILL)
-    return improved
 
   checkpoints.RunCheckpoints.save = save_then_die
 
@@ -51,7 +50,7 @@ def main() -> None:
   if len(sys.argv) > 5:
     die_after(int(sys.argv[5]))
   config = demo_config(workdir, parallel, int(epochs), cache_dir)
-  entry.setup_jax(config)
+  runs.setup_jax(config)
   result = experiment.train_and_evaluate(config, workdir)
   sys.stdout.write(json.dumps({'history': result['history'], 'test': result['test']['overall'],
                                'selected_epoch': result['selected_epoch']}) + '\n')

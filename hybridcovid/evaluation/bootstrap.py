@@ -8,7 +8,7 @@ resamples come at once from weighted sums: no loop over resamples.
 
 import numpy as np
 
-from hybridcovid import metrics
+from hybridcovid.evaluation import metrics
 
 # Below these, a bootstrap interval is too rough to trust: it can collapse to
 # a point (100.00-100.00) from a handful of images.

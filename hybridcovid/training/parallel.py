@@ -22,7 +22,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from hybridcovid import train
+from hybridcovid.training import train
 
 PARALLEL_MODES = ('shard_map', 'pmap')
 

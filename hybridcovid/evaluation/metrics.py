@@ -5,8 +5,6 @@ COVID (label 1) is the positive class. A metric whose denominator is zero
 as 0 or 1.
 """
 
-from typing import Mapping
-
 import numpy as np
 
 METRIC_NAMES = ('accuracy', 'recall', 'specificity', 'precision', 'npv', 'f1', 'auc')
@@ -83,14 +81,3 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
       'threshold': threshold,
   }
 
-
-def metrics_by_group(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
-                     threshold: float = 0.5) -> Mapping[str, dict]:
-  """`binary_metrics` overall and for each group (a modality or a source)."""
-  groups = np.asarray(groups)
-  result = {'overall': binary_metrics(labels, scores, threshold)}
-  for group in sorted(set(groups.tolist())):
-    selected = groups == group
-    result[str(group)] = binary_metrics(np.asarray(labels)[selected],
-                                        np.asarray(scores)[selected], threshold)
-  return result

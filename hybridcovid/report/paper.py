@@ -1,6 +1,6 @@
 """This project's runs of the paper's experiments beside the paper's reported numbers.
 
-`python -m hybridcovid.paper --runs_dir=DIR` reads, for each experiment of
+`python -m hybridcovid.report.paper --runs_dir=DIR` reads, for each experiment of
 `scripts/reproduce_paper.sh`, `DIR/<experiment>/report/metrics.json` and
 `DIR/<experiment>/audit.json`, and writes `DIR/paper_table.md`: every cell of
 the paper's Tables 2-4 (Az, Sp, Re, F-M) beside our test results with their
@@ -14,7 +14,8 @@ import os
 from absl import app
 from absl import flags
 
-from hybridcovid import report
+from hybridcovid.data import sources
+from hybridcovid.report import formatting, writer
 
 # (config name, modalities, model), in the paper's order.
 EXPERIMENTS = (
@@ -44,8 +45,8 @@ PAPER_RESULTS = {
 # audit.json's `class_balance` is.
 PAPER_DATA = {'cxr': {'covid': 3923, 'normal': 3960}, 'ct': {'covid': 1323, 'normal': 1290}}
 DATA_COLUMNS = tuple((modality, label) for modality in PAPER_DATA for label in ('covid', 'normal'))
-CLASS_TITLES = {'covid': 'COVID', 'normal': 'Normal'}
-# hybridcovid.data.pipeline.AUDIT_FILE, named here so that this command does
+CLASS_TITLES = dict(zip(sources.CLASS_NAMES, sources.LABEL_NAMES))
+# hybridcovid.data.loading.AUDIT_FILE, named here so that this command does
 # not import TensorFlow.
 AUDIT_FILE = 'audit.json'
 TABLE_FILE = 'paper_table.md'
@@ -81,9 +82,9 @@ def _ours(values: dict, name: str) -> str:
     return '-'
   value = values[name]
   low, high = values.get('intervals', {}).get(name, (None, None))
-  if report.undefined(value) or report.undefined(low) or report.undefined(high):
-    return report.percent(value)
-  return f'{report.percent(value)} ({report.percent(low)}-{report.percent(high)})'
+  if formatting.undefined(value) or formatting.undefined(low) or formatting.undefined(high):
+    return formatting.percent(value)
+  return f'{formatting.percent(value)} ({formatting.percent(low)}-{formatting.percent(high)})'
 
 
 def _modalities_name(modalities) -> str:
@@ -110,7 +111,7 @@ def results_table(runs_dir: str) -> list[str]:
                    *(f'{short} paper' for _, short in COLUMNS)])
   missing, settings = [], {}
   for name, modalities, model in EXPERIMENTS:
-    result = _read_json(os.path.join(runs_dir, name, report.REPORT_DIR, report.METRICS_FILE))
+    result = _read_json(os.path.join(runs_dir, name, writer.REPORT_DIR, writer.METRICS_FILE))
     if result is None:
       missing.append(name)
       ours = {}

@@ -7,11 +7,12 @@ import pydicom.pixels
 from PIL import Image
 import pytest
 
-from hybridcovid.data import decode, prepare_benchmark
+from hybridcovid.benchmark import preparation
+from hybridcovid.data import decode
 
 
 def test_generated_folder_holds_16_bit_radiographs_and_ct_dicoms(tmp_path):
-  root = prepare_benchmark.write_full_size_folder(str(tmp_path), 2, 96, 2)
+  root = preparation.write_full_size_folder(str(tmp_path), 2, 96, 2)
   with open(os.path.join(root, 'manifest.csv')) as f:
     assert f.read().splitlines() == [
         'relpath,label,modality,patient_id', 'cxr/COVID/0000.png,COVID,cxr,cxr-0',
@@ -31,7 +32,7 @@ def test_generated_folder_holds_16_bit_radiographs_and_ct_dicoms(tmp_path):
 
 
 def test_measure_times_both_settings_and_reports_them(tmp_path):
-  result = prepare_benchmark.measure(str(tmp_path), str(tmp_path / 'absent'), 2, 96, 2, 32)
+  result = preparation.measure(str(tmp_path), str(tmp_path / 'absent'), 2, 96, 2, 32)
   assert [folder['folder'] for folder in result['folders']] == ['full-size']
   folder = result['folders'][0]
   before, after = folder['before'], folder['after']
@@ -45,7 +46,7 @@ def test_measure_times_both_settings_and_reports_them(tmp_path):
       os.path.getsize(os.path.join(parent, name))
       for parent, _, names in os.walk(tmp_path / 'full-size-2x96-2ct') for name in names)
   assert result['machine']['cpu_cores'] == len(os.sched_getaffinity(0))
-  report = prepare_benchmark.markdown(json.loads(json.dumps(result)))
+  report = preparation.markdown(json.loads(json.dumps(result)))
   assert (f'| full-size | 4 | {folder["source_bytes"] / 1e6:,.1f} | '
           f'{before["images_per_second"]:.2f} | {after["images_per_second"]:.2f} | '
           f'{folder["speedup"]:.2f}x |') in report

@@ -29,11 +29,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hybridcovid import errors, models, optimizers, parallel, timing, train
+from hybridcovid import errors, models
+from hybridcovid.benchmark import speed_table, timing
+from hybridcovid.training import optimizers, parallel, train
 
 MODES = ('train', 'inference', 'train_pipeline')
 PEER_MODES = ('train', 'inference')  # The peers time their steps alone.
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS_DIR = os.path.join(REPO_DIR, 'benchmarks', 'peers')
 PEERS = {'keras': 'keras_peer.py', 'pytorch': 'torch_peer.py'}
 
@@ -64,13 +66,13 @@ def pipeline_batches(config: ml_collections.ConfigDict, batch_size: int, workdir
                      ) -> Iterator[dict[str, np.ndarray]]:
   """Training batches of the built-in synthetic data at `config.data.image_size`, epoch
   after epoch, from the main job's input pipeline (imports TensorFlow)."""
-  from hybridcovid.data import pipeline  # pylint: disable=import-outside-toplevel
+  from hybridcovid.data import input_pipeline, loading  # pylint: disable=import-outside-toplevel
   data_config = ml_collections.ConfigDict(config.data.to_dict())
   data_config.synthetic = True
   data_config.tfds_dir = os.path.join(workdir, 'tfds')
-  data = pipeline.load(data_config, workdir, config.seed)
-  stream = pipeline.InputPipeline(data, data_config, batch_size, jax.local_device_count(),
-                                  seed=config.seed)
+  data = loading.load(data_config, workdir, config.seed)
+  stream = input_pipeline.InputPipeline(data, data_config, batch_size,
+                                        jax.local_device_count(), seed=config.seed)
   for epoch in itertools.count():
     yield from stream.train_epoch(epoch)
 
@@ -164,8 +166,8 @@ def measure_case(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
   process of its own that may run `timeout` seconds."""
   case = {'mode': mode, 'batch_size': batch_size, 'dtype': dtype}
   request = json.dumps({'config': config.to_json(), **case})
-  case['ours'] = run_process([sys.executable, '-m', 'hybridcovid.benchmark', request],
-                              timeout)
+  case['ours'] = run_process(
+      [sys.executable, '-m', 'hybridcovid.benchmark.step_speed', request], timeout)
   if peers and mode in PEER_MODES:
     settings = config.benchmark
     case['peers'] = {
@@ -257,97 +259,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info('Benchmarking %s: %s batch %d %s.', name, mode, batch_size, dtype)
         case = measure_case(config, mode, batch_size, dtype, PEERS if settings.peers else {},
                             settings.timeout_seconds)
-        logging.info('%s', format_case(case))
+        logging.info('%s', speed_table.format_case(case))
         result['cases'].append(case)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
     json.dump(result, f, indent=2)
   with open(os.path.join(workdir, 'benchmark.md'), 'w') as f:
-    f.write(markdown(result))
+    f.write(speed_table.markdown(result))
   logging.info('Wrote %s and benchmark.md.', os.path.join(workdir, 'benchmark.json'))
   return result
-
-
-def _rate(measurement: dict) -> float | None:
-  return measurement.get('images_per_second', {}).get('median')
-
-
-def format_case(case: dict) -> str:
-  ours = case['ours']
-  if 'error' in ours:
-    return f"{case['mode']} batch {case['batch_size']} {case['dtype']}: {ours['error']}"
-  rate = ours['images_per_second']
-  return (f"{case['mode']} batch {case['batch_size']} {case['dtype']}: "
-          f"{rate['median']:.2f} img/s ({rate['min']:.2f}-{rate['max']:.2f})")
-
-
-def _peer_cell(ours: float | None, peer: dict) -> str:
-  if 'skipped' in peer:
-    return f"skipped ({peer['skipped']})"
-  if 'error' in peer:
-    return f"error ({peer['error'][:80]})"
-  rate = _rate(peer)
-  return f'{rate:.2f} ({ours / rate:.2f}x)' if ours else f'{rate:.2f}'
-
-
-def markdown(result: dict) -> str:
-  """The benchmark as a Markdown table; peers as 'img/s (our ratio to it)'."""
-  environment_ = result['environment']
-  backend = environment_['backend']
-  peers = sorted({peer for case in result['cases'] for peer in case.get('peers', {})})
-  lines = [
-      f"# Benchmark: {result['model']}, {result['image_size']}x{result['image_size']}",
-      '',
-      f"{environment_['device_count']} x {environment_['device_kind']} ({backend}), "
-      f"{environment_['cpu_count']} cores of {environment_['processor']}, "
-      f"JAX {environment_['jax']}, "
-      f"{environment_['time']}. Matrix-product ceiling measured in this run: " + ', '.join(
-          f'{dtype} {flops / 1e9:.0f} GFLOP/s'
-          for dtype, flops in environment_['matmul_flops_per_second'].items()) + '.',
-      '',
-      'img/s: median of the timed steps (min-max). Peers: their img/s and our ratio to it.',
-      '',
-  ]
-  utilisation = 'MFU' if backend == 'gpu' else 'of matmul ceiling'
-  header = ['mode', 'batch', 'dtype', 'img/s', 'compile s', 'peak memory GB',
-            'GFLOP/img', 'TFLOP/s', utilisation] + peers
-  lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for case in result['cases']:
-    ours = case['ours']
-    row = [case['mode'], str(case['batch_size']), case['dtype']]
-    if 'error' in ours:
-      row += [f"error ({ours['error'][:80]})"] + [''] * 5
-      rate = None
-    else:
-      rate = _rate(ours)
-      speed = ours['images_per_second']
-      flops = ours['flops_per_image']
-      achieved = flops * rate if flops else None
-      peak = (environment_['device_peak_flops_per_second'].get(case['dtype'])
-              if backend == 'gpu' else
-              environment_['matmul_flops_per_second'].get(case['dtype']))
-      row += [f"{rate:.2f} ({speed['min']:.2f}-{speed['max']:.2f})",
-              f"{ours['compile_seconds']:.1f}",
-              f"{ours['peak_memory_bytes'] / 2**30:.2f} ({ours['memory_kind']})",
-              f'{flops / 1e9:.2f}' if flops else '-',
-              f'{achieved / 1e12:.3f}' if achieved else '-',
-              f'{100 * achieved / peak:.1f}%' if achieved and peak else '-']
-    row += [_peer_cell(rate, case['peers'][peer]) if peer in case.get('peers', {}) else '-'
-            for peer in peers]
-    lines.append('| ' + ' | '.join(row) + ' |')
-  for peer in peers:
-    described = {case['peers'][peer].get('configuration')
-                 for case in result['cases'] if peer in case.get('peers', {})} - {None}
-    if described:
-      lines.append(f"\n{peer}: {'; '.join(sorted(described))}.")
-  return '\n'.join(lines) + '\n'
 
 
 def measure_environment(ceiling_dtypes: tuple[str, ...], timeout: float) -> dict:
   """`environment()` with the matrix-product ceiling of each of `ceiling_dtypes` and the
   device's peak FLOP/s, measured in a process of its own: a parent that used the GPU
   would hold most of its memory (JAX preallocates) while the cases run."""
-  measured = run_process([sys.executable, '-m', 'hybridcovid.benchmark',
+  measured = run_process([sys.executable, '-m', 'hybridcovid.benchmark.step_speed',
                           json.dumps({'environment': list(ceiling_dtypes)})], timeout)
   if 'error' in measured:
     raise errors.UserError(f'The benchmark could not start JAX on this machine: '

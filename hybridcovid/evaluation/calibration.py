@@ -16,7 +16,7 @@ error must fall. Otherwise the raw probabilities are kept (temperature 1).
 
 import numpy as np
 
-from hybridcovid import folds as folds_lib
+from hybridcovid.evaluation import folds as folds_lib
 
 # Probabilities are clipped this far from 0 and 1 before taking logits.
 EPSILON = 1e-7

@@ -1,6 +1,6 @@
 """Preparation throughput: images per second from files to a prepared TFDS data set.
 
-  python -m hybridcovid.data.prepare_benchmark [--out=benchmarks/results/cpu-2core]
+  python -m hybridcovid.benchmark.preparation [--out=benchmarks/results/cpu-2core]
 
 Times two settings on each folder, back to back in one run: "before", one
 process storing whole images (`prepare_processes=1`, `max_stored_side=0`, as
@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import CTImageStorage
 
-from hybridcovid import timing
-from hybridcovid.data import builders, dicom_files, prepare
+from hybridcovid.benchmark import timing
+from hybridcovid.data import builders, dicom_files, prepare, sources, synthetic
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _REALMINI = flags.DEFINE_string(
@@ -79,19 +79,19 @@ def write_ct_dicom(path: str, hounsfield: np.ndarray) -> None:
 def write_full_size_folder(root: str, radiographs: int, side: int, ct_slices: int,
                            seed: int = 0) -> str:
   """`root` with 16-bit PNG radiographs, CT DICOM slices and a manifest; reused if written."""
-  manifest = os.path.join(root, 'manifest.csv')
+  manifest = os.path.join(root, sources.MANIFEST)
   if os.path.isfile(manifest):
     return root
   rng = np.random.default_rng(seed)
   rows = []
   for index in range(radiographs):
-    label = ('COVID', 'Normal')[index % 2]
+    label = synthetic.LABELS[index % 2]
     relpath = f'cxr/{label}/{index:04d}.png'
     os.makedirs(os.path.dirname(os.path.join(root, relpath)), exist_ok=True)
     Image.fromarray(radiograph(rng, side)).save(os.path.join(root, relpath))
     rows.append((relpath, label, 'cxr', f'cxr-{index}'))
   for index in range(ct_slices):
-    label = ('COVID', 'Normal')[index % 2]
+    label = synthetic.LABELS[index % 2]
     relpath = f'ct/{label}/{index:04d}.dcm'
     os.makedirs(os.path.dirname(os.path.join(root, relpath)), exist_ok=True)
     hounsfield = -600 + 500 * _smooth_noise(rng, CT_SIDE, 16) + 20 * rng.standard_normal(
@@ -209,7 +209,7 @@ def markdown(result: dict) -> str:
         f'| {before["images_per_second"]:.2f} | {after["images_per_second"]:.2f} '
         f'| {folder["speedup"]:.2f}x | {_megabytes(before["stored_bytes"])} '
         f'| {_megabytes(after["stored_bytes"])} |')
-  lines += ['', 'Reproduce: `python -m hybridcovid.data.prepare_benchmark '
+  lines += ['', 'Reproduce: `python -m hybridcovid.benchmark.preparation '
             '--out=benchmarks/results/cpu-2core`.']
   return '\n'.join(lines) + '\n'
 

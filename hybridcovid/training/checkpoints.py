@@ -139,12 +139,9 @@ class RunCheckpoints:
       raise
 
   def save(self, epoch: int, state: Any, record: dict,
-           validation_metric: float | None = None) -> bool:
+           validation_metric: float | None = None) -> None:
     """Saves `epoch` (counted from 1, as everywhere: `checkpoints/N` is after epoch N);
-    also as the best if `validation_metric` beats every earlier one.
-
-    Returns whether it became the best.
-    """
+    also as the best if `validation_metric` beats every earlier one (`best_metric`)."""
     record = {**record, 'epoch': epoch, 'validation_metric': validation_metric}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               record=ocp.args.JsonSave(record))
@@ -154,7 +151,6 @@ class RunCheckpoints:
     if improved:
       self._best.save(epoch, args=args)
       self.best_metric = validation_metric
-    return improved
 
   def recover_best(self, target: Any) -> None:
     """Saves again as the best an epoch whose best-checkpoint save a crash cut short.

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from hybridcovid import folds as folds_lib
+from hybridcovid.evaluation import folds as folds_lib
 
 TARGETS = ('disease', 'source', 'modality')
 

@@ -1,6 +1,6 @@
 """Training-pipeline throughput: images per second per CPU core, from the cache.
 
-  python -m hybridcovid.data.benchmark [--image_size=224] [--batch_size=32]
+  python -m hybridcovid.benchmark.pipeline [--image_size=224] [--batch_size=32]
 
 Uses the built-in synthetic data set. The first epoch fills the cache of
 resized images and is not timed; the timed epochs decode nothing: they
@@ -17,7 +17,7 @@ from absl import flags
 from absl import logging
 
 from configs import default
-from hybridcovid.data import pipeline
+from hybridcovid.data import input_pipeline, loading
 
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Side of the square inputs.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Global batch size.')
@@ -31,8 +31,8 @@ def measure(workdir: str, image_size: int, batch_size: int, epochs: int) -> dict
   config.synthetic = True
   config.image_size = image_size
   config.tfds_dir = os.path.join(workdir, 'tfds')
-  data = pipeline.load(config, workdir, seed=0)
-  stream = pipeline.InputPipeline(data, config, batch_size)
+  data = loading.load(config, workdir, seed=0)
+  stream = input_pipeline.InputPipeline(data, config, batch_size)
   for _ in stream.train_epoch(0):
     pass
   start = time.perf_counter()

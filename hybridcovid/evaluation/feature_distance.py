@@ -16,7 +16,7 @@ them.
 
 import numpy as np
 
-from hybridcovid import folds
+from hybridcovid.evaluation import folds
 
 # Each feature's variance is shrunk toward the mean variance of all features as
 # if this many more images had shown it: with few validation images a

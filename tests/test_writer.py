@@ -4,7 +4,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid import bootstrap, calibration, metrics, report
+from hybridcovid.evaluation import bootstrap, calibration, groups, metrics
+from hybridcovid.report import formatting, writer
+from hybridcovid.report import figures as report_figures
+from hybridcovid.report import markdown as report_markdown
 
 
 def _predictions():
@@ -20,11 +23,14 @@ def _predictions():
   return rows
 
 
+def _by_modality(predictions, threshold=0.5):
+  """`groups.group_metrics`, overall and per modality."""
+  return {group: values for group, values in groups.group_metrics(predictions, threshold).items()
+          if not group.startswith('source:')}
+
+
 def _result(predictions):
-  labels = np.array([row['label'] for row in predictions])
-  scores = np.array([row['probability'] for row in predictions])
-  test = dict(metrics.metrics_by_group(labels, scores,
-                                       np.array([row['modality'] for row in predictions])))
+  test = _by_modality(predictions)
   return {'selected_epoch': 1, 'selection_metric': 'accuracy',
           'validation': test['overall'], 'test': test}
 
@@ -40,7 +46,7 @@ DESCRIPTION = {'title': 'Test report', 'model': 'resnet50', 'image_size': 32,
 def test_report_holds_every_file_and_the_table_states_the_metrics(tmp_path):
   predictions = _predictions()
   result = _result(predictions)
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   for name in ('confusion_matrix.png', 'roc.png', 'training_curves.png'):
     with Image.open(tmp_path / name) as image:
       assert image.format == 'PNG' and min(image.size) > 200
@@ -60,13 +66,6 @@ def test_report_holds_every_file_and_the_table_states_the_metrics(tmp_path):
   assert len(rows) == 41 and rows[0] == 'key,patient_id,modality,source,label,probability'
 
 
-def test_undefined_metrics_read_n_a():
-  by_group = {'ct': metrics.binary_metrics(np.zeros(4, int), np.full(4, 0.2))}
-  table = report.metrics_table(by_group)
-  # No COVID case: recall and F1 are undefined; specificity is 100%.
-  assert table.splitlines()[2] == '| CT | 4 | 0 | 100.00 | 100.00 | n/a | n/a | n/a | 100.00 | n/a |'
-
-
 def test_the_table_gives_each_metric_its_confidence_interval(tmp_path):
   predictions = _predictions()
   result = _result(predictions)
@@ -76,7 +75,7 @@ def test_the_table_gives_each_metric_its_confidence_interval(tmp_path):
       np.array([row['probability'] for row in predictions]),
       np.array([row['patient_id'] for row in predictions]))
   result['intervals'] = {'level': 0.95, 'resamples': 1000, 'unit': 'patient'}
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   markdown = (tmp_path / 'report.md').read_text()
   row = next(line for line in markdown.splitlines() if line.startswith('| All |'))
   low, high = overall['intervals']['accuracy']
@@ -101,9 +100,7 @@ def _with_operating_point(predictions, scaled):
   point['temperature'] = point['scaling']['fitted_temperature'] if scaled else 1.0
   result = _result(predictions)
   result['operating_point'] = {
-      **point, 'test': metrics.metrics_by_group(
-          labels, scores, np.array([row['modality'] for row in predictions]),
-          point['threshold']),
+      **point, 'test': _by_modality(predictions, point['threshold']),
       'test_ece': 0.125}
   if scaled:
     for row in predictions:
@@ -117,7 +114,7 @@ def test_the_operating_point_and_calibration_are_reported(tmp_path):
   predictions = _predictions()
   result = _with_operating_point(predictions, scaled=True)
   point = result['operating_point']
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   markdown = (tmp_path / 'report.md').read_text()
   assert f"Decision threshold {point['threshold']:.4f}" in markdown
   assert 'sensitivity reaches 95.00% (it reached 95.00%)' in markdown
@@ -141,7 +138,7 @@ def test_the_operating_point_and_calibration_are_reported(tmp_path):
 def test_without_scaling_the_report_keeps_raw_probabilities_and_says_why(tmp_path):
   predictions = _predictions()
   result = _with_operating_point(predictions, scaled=False)
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   markdown = (tmp_path / 'report.md').read_text()
   assert ('Calibration: Reason given. Expected calibration error on test (10 bins): 12.50%. '
           'predictions.csv and prediction give the raw probability only.') in markdown
@@ -160,7 +157,7 @@ def test_a_test_sensitivity_short_of_the_target_beyond_its_interval_is_warned(tm
     values['intervals'] = {name: (0.7, 0.9) if group == 'ct' else (0.9, 0.99)
                            for name in metrics.METRIC_NAMES}
   values = point['test']['ct']
-  point['warnings'] = report.sensitivity_warnings(point)
+  point['warnings'] = report_markdown.sensitivity_warnings(point)
   # The CT interval ends below 95%; the others reach it.
   assert point['warnings'] == [
       f"CT: test sensitivity at the decision threshold is {100 * values['recall']:.2f}% "
@@ -168,33 +165,17 @@ def test_a_test_sensitivity_short_of_the_target_beyond_its_interval_is_warned(tm
       'validation, beyond its confidence interval. The threshold does not carry over from '
       'the validation images to the test images; a larger validation split gives a '
       'steadier one.']
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   markdown = (tmp_path / 'report.md').read_text()
   assert f"- **Sensitivity warning**: {point['warnings'][0]}" in markdown.split('## In short')[1]
   assert f"**Warning.** {point['warnings'][0]}" in markdown.split('## Operating point')[1]
-
-
-def test_intervals_from_too_few_images_are_marked(tmp_path):
-  by_group = {
-      'few': {**metrics.binary_metrics(np.array([0, 1] * 20), np.full(40, 0.6)),
-              'intervals': {name: (0.5, 0.6) for name in metrics.METRIC_NAMES},
-              'too_few_images': True},
-      'many': {**metrics.binary_metrics(np.array([0, 1] * 20), np.full(40, 0.6)),
-               'intervals': {name: (0.5, 0.6) for name in metrics.METRIC_NAMES},
-               'too_few_images': False}}
-  lines = report.metrics_table(by_group).splitlines()
-  assert lines[2].split('|')[4].strip() == '50.00 (50.00-60.00)†'
-  assert lines[3].split('|')[4].strip() == '50.00 (50.00-60.00)'
-  assert lines[-1] == ('† Fewer than 30 images, or fewer than 10 of a class: the interval is '
-                       'too rough to trust (it can shrink to a point from a handful of images).')
-  assert '†' not in report.metrics_table({'many': by_group['many']})
 
 
 def test_metrics_json_is_strict_json_with_null_for_undefined_metrics(tmp_path):
   predictions = [{**row, 'label': 0} for row in _predictions()]  # No COVID: recall undefined.
   result = _result(predictions)
   assert np.isnan(result['test']['overall']['recall'])
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
 
   def refuse(constant):
     raise ValueError(f'not strict JSON: {constant}')
@@ -202,14 +183,14 @@ def test_metrics_json_is_strict_json_with_null_for_undefined_metrics(tmp_path):
   saved = json.loads((tmp_path / 'metrics.json').read_text(), parse_constant=refuse)
   assert saved['test']['overall']['recall'] is None
   assert saved['test']['overall']['specificity'] == result['test']['overall']['specificity']
-  assert report.percent(saved['test']['overall']['recall']) == 'n/a'
+  assert formatting.percent(saved['test']['overall']['recall']) == 'n/a'
 
 
 @pytest.fixture
 def figures(monkeypatch):
   """The figures the report closes, kept open for inspection until the test ends."""
-  close, kept = report.plt.close, []
-  monkeypatch.setattr(report.plt, 'close', kept.append)
+  close, kept = report_figures.plt.close, []
+  monkeypatch.setattr(report_figures.plt, 'close', kept.append)
   yield kept
   for figure in kept:
     close(figure)
@@ -231,7 +212,7 @@ def test_every_figure_names_its_decision_threshold(tmp_path, figures):
   predictions = _predictions()
   result = _with_operating_point(predictions, scaled=True)
   threshold = result['operating_point']['threshold']
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   confusion, roc, reliability, curves = figures
   named = f'decision threshold {threshold:.4f}, fixed on validation'
   assert f'Test confusion matrix, {named}' == confusion._suptitle.get_text()
@@ -245,7 +226,7 @@ def test_every_figure_names_its_decision_threshold(tmp_path, figures):
 
 def test_training_curves_show_the_validation_loss(tmp_path, figures):
   history = [{**entry, 'validation_loss': 0.8 - 0.2 * entry['epoch']} for entry in HISTORY]
-  report.plot_training_curves(history, str(tmp_path / 'curves.png'), selected_epoch=2)
+  report_figures.plot_training_curves(history, str(tmp_path / 'curves.png'), selected_epoch=2)
   loss = figures[0].axes[0]
   lines = {line.get_label(): line for line in loss.get_lines()}
   assert sorted(lines) == ['Training', 'Validation']
@@ -263,7 +244,7 @@ def test_the_shortcut_check_states_accuracies_beside_chance_and_warns(tmp_path):
       'source': {'accuracy': 0.9875, 'chance': 0.6, 'above_chance': 0.96875, 'classes': 2,
                  'folds': 3},
       'warning': 'The data source is at least as easy to read.'}
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   markdown = (tmp_path / 'report.md').read_text()
   section = markdown.split('## Shortcut check')[1].split('\n## ')[0]
   assert 'pooled features of the 120 validation and test images' in section
@@ -283,7 +264,7 @@ def test_held_out_sources_sit_beside_the_same_source_seen_in_training(tmp_path):
   result['leave_one_source_out'] = {
       'source-ct': {'skipped': 'The validation split is empty.'},
       'source-cxr': {'workdir': 'leave_one_source_out/source-cxr', 'test': held_out}}
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   lines = (tmp_path / 'report.md').read_text().split('## Leave one source out')[1].splitlines()
   assert '| source-cxr, held out | 4 | 2 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 75.00 |' in lines
   seen = next(line for line in lines if line.startswith('| source-cxr, seen |'))
@@ -303,7 +284,7 @@ def test_explanations_are_listed_with_their_images_and_branch_shares(tmp_path):
       {'key': 'src:2.png', 'modality': 'ct', 'outcome': 'false negative', 'probability': 0.1,
        'image': 'gradcam/false_negative_1.png',
        'evidence_shares': {'resnet50': 0.25, 'efficientnetb0': 0.75}}]}
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   section = (tmp_path / 'report.md').read_text().split('## Explanations (Grad-CAM)')[1]
   assert 'decision threshold 0.4000' in section
   assert 'feature map, 2x2 cells here' in section
@@ -320,7 +301,7 @@ def test_attributes_too_thin_to_probe_are_named(tmp_path):
       'disease': {'accuracy': 0.75, 'chance': 0.5, 'above_chance': 0.5, 'classes': 2,
                   'folds': 2},
       'warning': None}
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   section = (tmp_path / 'report.md').read_text().split('## Shortcut check')[1]
   assert ('Not probed, as one of its values has the images of a single patient: source, '
           'modality.') in section
@@ -336,7 +317,7 @@ def test_sources_that_are_modalities_are_said_to_be_unprobed(tmp_path):
       'modality': {'accuracy': 1.0, 'chance': 0.6, 'above_chance': 1.0, 'classes': 2,
                    'folds': 5},
       'warning': None}
-  report.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
   markdown = (tmp_path / 'report.md').read_text()
   section = markdown.split('## Shortcut check')[1].split('\n## ')[0]
   assert 'Each source holds one modality' in section

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from configs import default
-from hybridcovid import benchmark, errors
+from hybridcovid import errors
+from hybridcovid.benchmark import step_speed as benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,14 +61,10 @@ def test_inference_flops_match_resnet50s_convolutions_and_training_costs_about_t
     assert result['peak_memory_bytes'] > 100 * 2**20
 
 
+@pytest.mark.subprocess
 def test_benchmark_imports_neither_tensorflow_nor_h5py():
-  code = ('import sys; from configs import default; from hybridcovid import benchmark; '
-          "config = default.experiment(('efficientnetb0',), ('cxr',)); "
-          'config.data.image_size = 32; config.benchmark.steps = 1; '
-          "benchmark.measure(config, 'inference', 2, 'float32'); "
-          # Neither is installed on the GPU machines.
-          "assert not {'tensorflow', 'h5py'} & set(sys.modules), 'TensorFlow or h5py imported'")
-  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+  program = os.path.join(ROOT, 'tests', 'programs', 'measure_without_tensorflow.py')
+  done = subprocess.run([sys.executable, program], cwd=ROOT, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
 
 
@@ -76,34 +73,14 @@ def test_unknown_mode_is_a_user_error(tmp_path):
     benchmark.run(_config(modes=('training',)), str(tmp_path))
 
 
+@pytest.mark.subprocess
 def test_a_failing_measurement_is_reported_not_raised():
   result = benchmark.run_process([sys.executable, '-c', 'import sys; sys.exit(3)'], 60)
   assert result['error'].startswith('exit status 3')
 
 
-def test_markdown_gives_our_ratio_to_each_peer():
-  case = {'mode': 'train', 'batch_size': 32, 'dtype': 'float32',
-          'ours': {'images_per_second': {'median': 6.0, 'min': 5.0, 'max': 7.0},
-                   'compile_seconds': 30.0, 'peak_memory_bytes': 3 * 2**30,
-                   'memory_kind': 'process', 'flops_per_image': 12e9},
-          'peers': {'keras': {'images_per_second': {'median': 2.0, 'min': 2, 'max': 2},
-                              'configuration': 'Keras graph'},
-                    'pytorch': {'skipped': 'torch not installed'}}}
-  result = {'model': 'resnet50', 'image_size': 224, 'cases': [case],
-            'environment': {'backend': 'cpu', 'device_kind': 'cpu', 'device_count': 1,
-                            'cpu_count': 2, 'processor': 'Intel(R) Xeon(R) Processor',
-                            'jax': '0.10.2', 'time': 'now',
-                            'matmul_flops_per_second': {'float32': 144e9},
-                            'device_peak_flops_per_second': {'float32': None}}}
-  table = benchmark.markdown(result)
-  assert table.splitlines()[2].startswith('1 x cpu (cpu), 2 cores of Intel(R) Xeon(R) Processor,')
-  row = table.splitlines()[-3]
-  assert row == ('| train | 32 | float32 | 6.00 (5.00-7.00) | 30.0 | 3.00 (process) | 12.00 '
-                 '| 0.072 | 50.0% | 2.00 (3.00x) | skipped (torch not installed) |')
-  assert table.splitlines()[-1] == 'keras: Keras graph.'
-
-
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_benchmark_mode_measures_ours_and_the_peers_in_one_run(tmp_path):
   done = subprocess.run(
       [sys.executable, 'main.py', '--mode=benchmark', '--config=configs/cxr_efficientnetb0.py',

@@ -1,0 +1,1 @@
+"""Speed measurements: the train step and inference, the input pipeline, data preparation."""

@@ -1,0 +1,74 @@
+"""The run's report: metrics.json, report.md in the paper's table layout, and figures.
+
+`WORKDIR/report/` holds `metrics.json`, `report.md`, `predictions.csv` (one
+row per test image), `confusion_matrix.png`, `roc.png`, `reliability.png`,
+`training_curves.png` and Grad-CAM explanations in `gradcam/`. Every number
+is computed from the predictions given; the test split is the one the selected
+checkpoint was evaluated on once.
+"""
+
+import csv
+import os
+from typing import Sequence
+
+from hybridcovid.report import figures, json_format
+from hybridcovid.report import markdown as markdown_lib
+
+REPORT_DIR = 'report'
+METRICS_FILE = 'metrics.json'
+
+
+def write_predictions(predictions: Sequence[dict], path: str) -> None:
+  """predictions.csv: one row per image, the calibrated probability where there is one."""
+  fields = ('key', 'patient_id', 'modality', 'source', 'label', 'probability')
+  if predictions and 'calibrated_probability' in predictions[0]:
+    fields += ('calibrated_probability',)
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fields, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(predictions)
+
+def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
+                 history: Sequence[dict], description: dict) -> None:
+  """Writes every report file into `report_dir`.
+
+  Args:
+    report_dir: the folder to write, created if needed.
+    result: `selected_epoch`, `selection_metric`, `validation` (overall
+      metrics of the selected epoch) and `test` (metrics per group, each
+      optionally with confidence `intervals`); optionally `intervals` (their
+      level, resamples and unit) and `operating_point` (from
+      `calibration.operating_point`, plus `test` metrics per group at its
+      threshold, `warnings` (`markdown.sensitivity_warnings`), the test ECE raw and,
+      where scaling is used, calibrated), `shortcut_probe` (from
+      `probe.shortcut_probe`), `leave_one_source_out` ({source: overall test
+      metrics of the model trained without it, or 'skipped'}) and
+      `explanations` (the threshold and one row per Grad-CAM image written
+      under `report_dir`).
+    predictions: one dict per test image: key, patient_id, modality, source,
+      label (1 for COVID), probability (of COVID) and optionally
+      calibrated_probability.
+    history: one dict per epoch: epoch (from 1), train_loss, validation_loss,
+      train_accuracy, learning_rate and validation (overall metrics).
+    description: title, model, image_size, data, split, epochs and provenance
+      (how the evaluated images were used) as text, and optional notes, for
+      report.md.
+  """
+  os.makedirs(report_dir, exist_ok=True)
+  json_format.write_json(os.path.join(report_dir, METRICS_FILE),
+                         {**result, 'history': list(history)})
+  write_predictions(predictions, os.path.join(report_dir, 'predictions.csv'))
+  # The figures show the decision a deployment would make: at the threshold
+  # fixed on validation where there is one.
+  point = result.get('operating_point')
+  threshold = point['threshold'] if point else result['test']['overall']['threshold']
+  label = figures.threshold_label(threshold, bool(point))
+  figures.plot_confusion_matrices(
+      predictions, os.path.join(report_dir, 'confusion_matrix.png'), threshold, label)
+  figures.plot_roc_curves(predictions, os.path.join(report_dir, 'roc.png'), threshold, label)
+  figures.plot_reliability(predictions, os.path.join(report_dir, 'reliability.png'), threshold,
+                           label)
+  figures.plot_training_curves(history, os.path.join(report_dir, 'training_curves.png'),
+                               result['selected_epoch'])
+  with open(os.path.join(report_dir, 'report.md'), 'w') as f:
+    f.write(markdown_lib.markdown(result, description))
