@@ -14,6 +14,7 @@ import json
 import os
 
 from absl import logging
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -23,7 +24,7 @@ from hybridcovid.data import input_pipeline, loading
 from hybridcovid.evaluation import calibration, explain, gradcam_examples, groups, probe
 from hybridcovid.evaluation import predictions as predictions_lib
 from hybridcovid.report import markdown, writer
-from hybridcovid.training import checkpoints, optimizers, parallel, train
+from hybridcovid.training import checkpoints, parallel, train
 
 EXTERNAL_DIR = 'external'
 # The data fields that name the images; any difference makes an evaluation external.
@@ -93,7 +94,7 @@ def _describe(config: ml_collections.ConfigDict, data: loading.LoadedData,
 
 
 def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
-                        run: checkpoints.RunCheckpoints, template: train.TrainState,
+                        run: checkpoints.RunCheckpoints, model: nn.Module,
                         stream: input_pipeline.InputPipeline,
                         data_parallel: parallel.DataParallel, report_dir: str,
                         data: loading.LoadedData, history: list[dict], provenance: str,
@@ -101,7 +102,8 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
                         leave_one_source_out: dict | None = None) -> dict:
   """Evaluates the best checkpoint of `run` on the test split; process 0 writes the report
   into `workdir`/`report_dir`, with the `leave_one_source_out` results if given."""
-  best, best_record = run.restore_best(template)
+  best, best_record = run.restore_best_for_inference(model, config.data.image_size,
+                                                     data_parallel.mesh)
   # One pass per split gives the probabilities and the shortcut probe's features,
   # of the images the weights never trained on.
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
@@ -209,13 +211,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
       data, data_config, trained.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), trained.seed)
   model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
-  template = train.abstract_train_state(
-      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size,
-      data_parallel.mesh)
   described = ml_collections.ConfigDict(trained.to_dict())
   described.data = data_config  # The report describes the data it evaluated.
   described.eval = config.eval  # How to evaluate is this command's choice.
-  return evaluate_and_report(described, workdir, run, template, stream, data_parallel,
+  return evaluate_and_report(described, workdir, run, model, stream, data_parallel,
                              report_dir, data, run.latest_record()['history'], provenance,
                              title, None if external else leave_one_source_out)
 

@@ -10,6 +10,7 @@ import dataclasses
 import os
 
 from absl import logging
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -31,10 +32,10 @@ class DivergedError(errors.UserError):
 
 @dataclasses.dataclass
 class TrainedRun:
-  """A finished training: its checkpoints (`run`), the abstract state they restore into,
-  the input pipeline and data-parallel layout it used, and the per-epoch history."""
+  """A finished training: its checkpoints (`run`), the model they hold, the input
+  pipeline and data-parallel layout it used, and the per-epoch history."""
   run: checkpoints.RunCheckpoints
-  template: train.TrainState
+  model: nn.Module
   stream: input_pipeline.InputPipeline
   data_parallel: parallel.DataParallel
   history: list[dict]
@@ -134,7 +135,7 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
     record_step(*pending)
     last_step = pending[0]
     validation_ids, validation_outputs = predictions.predict_split(
-        state, stream, 'validation', eval_fn, data_parallel)
+        train.inference_state(state), stream, 'validation', eval_fn, data_parallel)
     validation_predictions = predictions.prediction_rows(data, validation_ids,
                                                          validation_outputs['probability'])
     validation = groups.group_metrics(validation_predictions)
@@ -168,7 +169,7 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
              None if np.isnan(selection) else float(selection))
   summaries.close()
   run.wait()
-  return TrainedRun(run, abstract, stream, data_parallel, history)
+  return TrainedRun(run, model, stream, data_parallel, history)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -187,6 +188,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   check_splits(data)
   trained = train_and_select(config, workdir, data)
   return evaluate.evaluate_and_report(
-      config, workdir, trained.run, trained.template, trained.stream,
+      config, workdir, trained.run, trained.model, trained.stream,
       trained.data_parallel, writer.REPORT_DIR, data, trained.history,
       evaluate.TRAINED_PROVENANCE, leave_one_source_out=leave_one_source_out)

@@ -25,7 +25,7 @@ from hybridcovid import errors, models
 from hybridcovid.data import resize
 from hybridcovid.evaluation import calibration, explain, feature_distance
 from hybridcovid.report import json_format
-from hybridcovid.training import checkpoints, optimizers, parallel, train
+from hybridcovid.training import checkpoints, parallel, train
 
 PREDICT_DIR = 'predict'
 CSV_FILE = 'predictions.csv'
@@ -166,10 +166,8 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
 
   data_parallel = parallel.DataParallel()
   model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
-  template = train.abstract_train_state(
-      model, optimizers.create_optimizer(trained.train, 1), trained.data.image_size,
-      data_parallel.mesh)
-  state, _ = run.restore_best(template)
+  state, _ = run.restore_best_for_inference(model, trained.data.image_size,
+                                            data_parallel.mesh)
   run.close()
   images, rows, unreadable = resize.read_resized(files, trained.data)
   problems = unreadable + problems

@@ -15,13 +15,28 @@ import pytest
 from hybridcovid.training import checkpoints, train
 
 
+class _Classifier(nn.Module):
+  """BatchNorm statistics and parameters, as the real classifier has."""
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    x = nn.BatchNorm(use_running_average=not train)(images.astype(jnp.float32))
+    return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+
+
 def _state(seed):
-  model = nn.Dense(3)
-  params = model.init(jax.random.key(seed), jnp.ones((1, 4)))['params']
-  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(0.1),
-                                  batch_stats={})
-  grads = jax.tree.map(jnp.ones_like, params)
+  model = _Classifier()
+  variables = model.init(jax.random.key(seed), jnp.full((1, 2, 2, 3), seed, jnp.uint8))
+  variables['batch_stats'] = jax.tree.map(lambda x: x + seed, variables['batch_stats'])
+  state = train.create_train_state(model, optax.adam(0.1), variables)
+  grads = jax.tree.map(jnp.ones_like, state.params)
   return state.apply_gradients(grads=grads)  # Non-trivial Adam moments.
+
+
+def _variables(seed_or_state):
+  """What inference restores: the parameters and BatchNorm statistics."""
+  state = _state(seed_or_state) if isinstance(seed_or_state, int) else seed_or_state
+  return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
 def _assert_same(a, b):
@@ -46,8 +61,8 @@ def test_latest_are_kept_for_resume_and_the_best_apart(tmp_path):
   latest, record = run.restore_latest(_state(99))
   _assert_same(latest, states[4])
   assert record == {'seed': 7, 'epoch': 5, 'validation_metric': 0.8}
-  best, record = run.restore_best(_state(99))
-  _assert_same(best, states[1])
+  best, record = run.restore_best(_variables(99))
+  _assert_same(best, _variables(states[1]))
   assert record['epoch'] == 2
   assert os.listdir(tmp_path / 'best') == ['2']
   run.close()
@@ -83,7 +98,7 @@ def test_nothing_to_restore(tmp_path):
   run = checkpoints.RunCheckpoints(str(tmp_path))
   assert run.restore_latest(_state(0)) is None
   with pytest.raises(checkpoints.CheckpointError, match='holds no checkpoint: train first'):
-    run.restore_best(_state(0))
+    run.restore_best(_variables(0))
   run.close()
 
 
@@ -100,10 +115,24 @@ def test_a_best_save_lost_in_a_crash_is_recovered_from_the_latest(tmp_path):
   assert reopened.best_metric is None  # Epoch 1's best copy went when epoch 2's came.
   reopened.recover_best(_state(99))
   assert reopened.best_metric == 0.9
-  best, record = reopened.restore_best(_state(99))
-  _assert_same(best, states[1])
+  best, record = reopened.restore_best(_variables(99))
+  _assert_same(best, _variables(states[1]))
   assert record['epoch'] == 2
   reopened.close()
+
+
+def test_inference_restores_the_best_weights_without_an_optimiser(tmp_path):
+  run = _saved(tmp_path, [0.5, 0.9, 0.7])
+  model = _Classifier()
+  state, record = run.restore_best_for_inference(model, 2, train.create_mesh())
+  run.close()
+  assert isinstance(state, train.InferenceState) and record['epoch'] == 2
+  saved = _state(2)
+  _assert_same(_variables(state), _variables(saved))
+  images = jnp.arange(2 * 2 * 2 * 3, dtype=jnp.uint8).reshape(2, 2, 2, 3)
+  np.testing.assert_array_equal(
+      state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, images),
+      saved.apply_fn({'params': saved.params, 'batch_stats': saved.batch_stats}, images))
 
 
 def _damage(directory):
@@ -130,7 +159,7 @@ def test_a_damaged_best_checkpoint_names_itself_and_the_copy_that_replaces_it(tm
   run = _saved(tmp_path, [0.5, 0.9])
   _damage(tmp_path / 'best' / '2')
   with pytest.raises(checkpoints.CheckpointError) as raised:
-    run.restore_best(_state(99))
+    run.restore_best(_variables(99))
   best, latest = tmp_path / 'best' / '2', tmp_path / 'checkpoints'
   assert str(raised.value).startswith(
       f'The selected checkpoint {best} (epoch 2) cannot be restored (Orbax says: ')
@@ -144,8 +173,8 @@ def test_a_damaged_best_checkpoint_names_itself_and_the_copy_that_replaces_it(tm
   shutil.rmtree(best)
   shutil.copytree(latest / '2', best)
   reopened = checkpoints.RunCheckpoints(str(tmp_path))
-  state, record = reopened.restore_best(_state(99))
-  _assert_same(state, _state(2))
+  variables, record = reopened.restore_best(_variables(99))
+  _assert_same(variables, _variables(2))
   assert record['epoch'] == 2
   reopened.close()
 
@@ -154,7 +183,7 @@ def test_a_damaged_best_checkpoint_no_longer_among_the_latest_names_the_newest(t
   run = _saved(tmp_path, [0.9, 0.5, 0.6], keep=2)
   _damage(tmp_path / 'best' / '1')
   with pytest.raises(checkpoints.CheckpointError) as raised:
-    run.restore_best(_state(99))
+    run.restore_best(_variables(99))
   latest = tmp_path / 'checkpoints'
   assert str(raised.value).endswith(
       f'{latest} holds epochs 2, 3, not the selected one: put one in its place, e.g. the '
@@ -166,7 +195,7 @@ def test_a_damaged_best_checkpoint_no_longer_among_the_latest_names_the_newest(t
   reopened = checkpoints.RunCheckpoints(str(tmp_path))
   with pytest.raises(checkpoints.CheckpointError, match=(
       f'{latest} holds no other checkpoint: train again with a new --workdir.$')):
-    reopened.restore_best(_state(99))
+    reopened.restore_best(_variables(99))
   reopened.close()
 
 
@@ -179,7 +208,7 @@ def test_reads_left_pending_by_a_failed_restore_report_nothing(tmp_path, monkeyp
   asyncio_logger = logging.getLogger('asyncio')
   monkeypatch.setattr(asyncio_logger, 'filters', [])
   with pytest.raises(checkpoints.CheckpointError):
-    run.restore_best(_state(99))
+    run.restore_best(_variables(99))
   run.close()
 
   def failure(error):

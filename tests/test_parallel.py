@@ -74,7 +74,7 @@ def test_steps_and_outputs_read_alike_in_both_modes(mode):
   assert losses[2] < losses[0]
   assert data_parallel.host_scalars({'step': state.step}) == {'step': 3.0}
   probabilities = data_parallel.host_outputs(data_parallel.compile_eval_step()(
-      state, data_parallel.device_batch({'image': batch['image']})))
+      train.inference_state(state), data_parallel.device_batch({'image': batch['image']})))
   logical = data_parallel.logical_state(state)
   logits = logical.apply_fn({'params': logical.params, 'batch_stats': logical.batch_stats},
                             batch['image'])

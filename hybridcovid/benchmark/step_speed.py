@@ -106,6 +106,7 @@ def measure(config: ml_collections.ConfigDict, mode: str, batch_size: int, dtype
   batch = data_parallel.device_batch(synthetic_batch(batch_size, config.data.image_size))
   rng = jax.random.key(0)
   if mode == 'inference':
+    state = train.inference_state(state)
     arguments = (state, {'image': batch['image']})
     step_function = data_parallel.compile_eval_step()
   else:

@@ -10,7 +10,7 @@ from hybridcovid.data import input_pipeline, loading
 from hybridcovid.training import parallel, train
 
 
-def predict_split(state: train.TrainState, stream: input_pipeline.InputPipeline, split: str,
+def predict_split(state: train.InferenceState, stream: input_pipeline.InputPipeline, split: str,
                   eval_fn: Callable, data_parallel: parallel.DataParallel
                   ) -> tuple[np.ndarray, Any]:
   """(example ids, `eval_fn`'s outputs) of every example of `split`, once each.

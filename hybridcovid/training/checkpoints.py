@@ -16,10 +16,12 @@ import threading
 from typing import Any
 
 from absl import logging
+import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
 from hybridcovid import errors
+from hybridcovid.training import train
 
 LATEST_DIR = 'checkpoints'
 BEST_DIR = 'best'
@@ -208,16 +210,37 @@ class RunCheckpoints:
     return None
 
   def restore_best(self, target: Any) -> tuple[Any, dict]:
-    """The best checkpoint by the validation metric, shaped like `target`.
+    """The arrays of the best checkpoint (by the validation metric) that `target` names,
+    shaped like it, and its record; `target` is part of the saved state, e.g.
+    `train.abstract_variables` for inference, which needs no optimiser state.
 
     A damaged one raises CheckpointError naming it, the latest checkpoints
     beside it and how to use one of them instead.
     """
     step = self._newest_step(self._best)
+    # A manager that has saved keeps the handler of its saves, which restores
+    # whole states only; a fresh one reads a part.
+    reader = ocp.CheckpointManager(self._best.directory)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-      return self._restore(self._best, step, target)
+      restored = reader.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+              partial_restore=True),
+          record=ocp.args.JsonRestore()))
     except Exception as error:  # Orbax raises many types for damaged files.
+      _quiet_pending_reads()
       raise self._damaged_best(step, error) from error
+    finally:
+      reader.close()
+    return restored.state, restored.record
+
+  def restore_best_for_inference(self, model: nn.Module, image_size: int,
+                                 mesh: jax.sharding.Mesh) -> tuple[train.InferenceState, dict]:
+    """The best checkpoint's parameters and BatchNorm statistics for `model` (on
+    `image_size` inputs, replicated over `mesh`), and its record."""
+    variables, record = self.restore_best(train.abstract_variables(model, image_size, mesh))
+    return train.InferenceState(apply_fn=model.apply, **variables), record
 
   def _damaged_best(self, step: int, error: Exception) -> CheckpointError:
     """What to do when the best checkpoint, epoch `step`, cannot be restored."""

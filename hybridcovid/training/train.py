@@ -7,8 +7,9 @@ over the same axis. `parallel.DataParallel` compiles them over the devices,
 with `jax.shard_map` or `jax.pmap`.
 """
 
-from typing import Any
+from typing import Any, Callable
 
+from flax import struct
 import flax.linen as nn
 from flax.training import train_state
 import jax
@@ -54,6 +55,12 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
                     batch_stats=variables.get('batch_stats', {}))
 
 
+def _replicated_shapes(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      tree)
+
+
 def abstract_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
                          image_size: int, mesh: jax.sharding.Mesh) -> TrainState:
   """The shapes and dtypes of a state, replicated over `mesh`, computing nothing.
@@ -64,9 +71,30 @@ def abstract_train_state(model: nn.Module, optimizer: optax.GradientTransformati
   shapes = jax.eval_shape(
       lambda rng, images: create_train_state(model, optimizer, model.init(rng, images)),
       jax.random.key(0), images)
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      shapes)
+  return _replicated_shapes(shapes, mesh)
+
+
+def abstract_variables(model: nn.Module, image_size: int, mesh: jax.sharding.Mesh) -> dict:
+  """The shapes and dtypes of `model`'s 'params' and 'batch_stats', replicated over `mesh`:
+  the part of a checkpoint that inference restores."""
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.uint8)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+  return _replicated_shapes({'params': shapes['params'],
+                             'batch_stats': shapes.get('batch_stats', {})}, mesh)
+
+
+class InferenceState(struct.PyTreeNode):
+  """What inference needs of a trained classifier: its apply function, parameters and
+  BatchNorm statistics; a `TrainState` without the optimiser."""
+  apply_fn: Callable = struct.field(pytree_node=False)
+  params: Any
+  batch_stats: Any
+
+
+def inference_state(state: TrainState) -> InferenceState:
+  """`state`'s model, parameters and statistics (the same arrays, not copies)."""
+  return InferenceState(apply_fn=state.apply_fn, params=state.params,
+                        batch_stats=state.batch_stats)
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array
@@ -119,12 +147,12 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
-def eval_step(state: TrainState, batch: dict) -> jax.Array:
+def eval_step(state: InferenceState, batch: dict) -> jax.Array:
   """COVID probabilities of this device's share of the batch, in inference mode."""
   return eval_features_step(state, batch)['probability']
 
 
-def eval_features_step(state: TrainState, batch: dict) -> dict[str, jax.Array]:
+def eval_features_step(state: InferenceState, batch: dict) -> dict[str, jax.Array]:
   """COVID probabilities and pooled backbone features (the head's input) of this
   device's share of the batch, in inference mode."""
   logits, intermediates = state.apply_fn(
@@ -134,7 +162,7 @@ def eval_features_step(state: TrainState, batch: dict) -> dict[str, jax.Array]:
           'features': intermediates['intermediates'][models.POOLED_FEATURES][0]}
 
 
-def host_variables(state: TrainState) -> dict:
+def host_variables(state: TrainState | InferenceState) -> dict:
   """The state's 'params' and 'batch_stats' as this process's NumPy copies."""
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                       {'params': state.params, 'batch_stats': state.batch_stats})
