@@ -24,6 +24,7 @@ TARGET_ACCURACY = 0.90
 TIME_LIMIT_SECONDS = 300.0
 WALL_SECONDS_FILE = 'wall_seconds'
 
+
 def seed_result(runs_dir: str, seed: int) -> dict:
   """Test accuracy (with its interval), AUC, selected epoch and wall time of one seed's run."""
   workdir = os.path.join(runs_dir, f'seed{seed}')
@@ -47,8 +48,9 @@ def _minutes(seconds: float) -> str:
 def seed_line(result: dict) -> str:
   """'seed 0: test accuracy 91.61% (CI 87.37-95.73%), AUC 96.83%, 4 min 58.2 s'."""
   low, high = result['accuracy_interval']
-  return (f"seed {result['seed']}: test accuracy {formatting.percent(result['accuracy'])}% (CI "
-          f"{formatting.percent(low)}-{formatting.percent(high)}%), AUC {formatting.percent(result['auc'])}%, "
+  percent = formatting.percent
+  return (f"seed {result['seed']}: test accuracy {percent(result['accuracy'])}% (CI "
+          f"{percent(low)}-{percent(high)}%), AUC {percent(result['auc'])}%, "
           f"{_minutes(result['wall_seconds'])}")
 
 

@@ -178,10 +178,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains, keeps the best validation checkpoint, evaluates it on test, writes the report.
 
   `data` are loaded unless given; `leave_one_source_out` (the results of
-  `leave_one_source_out.train`) goes into the report. Returns the report's
-  metrics: the selected epoch, its validation metrics, the test metrics per
-  group and the per-epoch history.
+  `leave_one_source_out.train_folds` or `saved_results`) goes into the report.
+  Returns the report's metrics: the selected epoch, its validation metrics, the
+  test metrics per group and the per-epoch history.
   """
+  if config.eval.leave_one_source_out and leave_one_source_out is None:
+    raise ValueError('config.eval.leave_one_source_out is set: train with '
+                     'leave_one_source_out.train, which trains the folds first.')
   workdir = os.path.abspath(workdir)
   if data is None:
     data = runs.load_data(config.data, workdir, config.seed)

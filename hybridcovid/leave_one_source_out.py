@@ -105,6 +105,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def saved_results(workdir: str) -> dict:
   """{source: test metrics of the model trained without it, or {'skipped': reason}},
   as a leave-one-source-out training in `workdir` left them; {} if there was none."""
+  workdir = os.path.abspath(workdir)
   path = os.path.join(workdir, LEAVE_ONE_SOURCE_OUT_DIR, LEAVE_ONE_SOURCE_OUT_SUMMARY)
   if not os.path.isfile(path):
     return {}

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from hybridcovid.data import loading
 from hybridcovid.report import json_format, paper, writer
 from test_main import ROOT
 
@@ -27,7 +28,6 @@ def test_every_cell_of_the_papers_tables_is_transcribed_by_row():
   assert names == ['cxr_resnet50', 'cxr_efficientnetb0', 'ct_resnet50', 'ct_efficientnetb0',
                    'pooled_resnet50', 'pooled_efficientnetb0', 'hybrid']
   assert set(names) - set(paper.PAPER_RESULTS) == {'hybrid'}
-  assert paper.AUDIT_FILE == 'audit.json'  # As tests/test_loading.py reads it.
 
 
 def _write_run(runs_dir, name, accuracy, intervals=True, level=0.95):
@@ -48,7 +48,7 @@ def _write_audit(runs_dir, name, class_balance, dropped=0, bad=0):
   audit = {'class_balance': class_balance, 'dropped_duplicates': [f'k{i}' for i in range(dropped)],
            'bad_files': [{'file': f'f{i}', 'error': 'x'} for i in range(bad)]}
   (runs_dir / name).mkdir(parents=True, exist_ok=True)
-  (runs_dir / name / paper.AUDIT_FILE).write_text(json.dumps(audit))
+  (runs_dir / name / loading.AUDIT_FILE).write_text(json.dumps(audit))
 
 
 def _sections(runs_dir):

@@ -22,7 +22,8 @@ from hybridcovid.data import input_pipeline, loading
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Side of the square inputs.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Global batch size.')
 _EPOCHS = flags.DEFINE_integer('epochs', 10, 'Timed epochs after the cache is filled.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where to put the data; a temporary folder if unset.')
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                                'Where to put the data; a temporary folder if unset.')
 
 
 def measure(workdir: str, image_size: int, batch_size: int, epochs: int) -> dict:

@@ -33,7 +33,7 @@ def explanation_examples(predictions: Sequence[dict], threshold: float, per_outc
   return chosen
 
 
-def explain_examples(config: ml_collections.ConfigDict, state: train.TrainState,
+def explain_examples(config: ml_collections.ConfigDict, state: train.InferenceState,
                      data: loading.LoadedData, predictions: Sequence[dict], threshold: float,
                      report_dir: str) -> list[dict]:
   """Grad-CAM PNGs of sample test images in `report_dir`/gradcam/; a row for each."""

@@ -18,6 +18,7 @@ def threshold_label(threshold: float, fixed_on_validation: bool) -> str:
   return (f'decision threshold {threshold:.4f}, fixed on validation' if fixed_on_validation
           else f'decision threshold {threshold:g}')
 
+
 def plot_confusion_matrices(predictions: Sequence[dict], path: str, threshold: float,
                             label: str) -> None:
   """One 2x2 confusion matrix (counts and row percentages) per group, at `threshold`,
@@ -41,6 +42,7 @@ def plot_confusion_matrices(predictions: Sequence[dict], path: str, threshold: f
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
+
 
 def plot_roc_curves(predictions: Sequence[dict], path: str, threshold: float,
                     label: str) -> None:
@@ -67,6 +69,7 @@ def plot_roc_curves(predictions: Sequence[dict], path: str, threshold: float,
   figure.savefig(path, dpi=120)
   plt.close(figure)
 
+
 def plot_reliability(predictions: Sequence[dict], path: str, threshold: float,
                      label: str) -> None:
   """Reliability diagram: COVID fraction against mean predicted probability per bin,
@@ -90,6 +93,7 @@ def plot_reliability(predictions: Sequence[dict], path: str, threshold: float,
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
+
 
 def plot_training_curves(history: Sequence[dict], path: str, selected_epoch: int) -> None:
   """Training and validation loss, training and validation accuracy (at threshold 0.5)

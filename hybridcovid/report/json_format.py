@@ -24,9 +24,11 @@ def strict_json(value):
     return strict_json(value.tolist())
   return value
 
+
 def dump_json(value, f: TextIO) -> None:
   """`value` as strict, indented JSON into the open file `f`."""
   json.dump(strict_json(value), f, indent=1, allow_nan=False)
+
 
 def write_json(path: str, value) -> None:
   """`value` as strict, indented JSON in `path`."""

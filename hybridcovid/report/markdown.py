@@ -25,6 +25,7 @@ def _cell(values: dict, name: str) -> str:
   mark = FEW_IMAGES_MARK if values.get('too_few_images') else ''
   return f'{percent(values[name])} ({percent(low)}-{percent(high)}){mark}'
 
+
 def _few_images_note(by_group: dict) -> list[str]:
   """The footnote for a table with marked intervals, or nothing."""
   if not any(values.get('too_few_images') for values in by_group.values()):
@@ -32,6 +33,7 @@ def _few_images_note(by_group: dict) -> list[str]:
   return ['', f'{FEW_IMAGES_MARK} Fewer than {bootstrap.MIN_IMAGES} images, or fewer than '
           f'{bootstrap.MIN_IMAGES_PER_CLASS} of a class: the interval is too rough to trust '
           '(it can shrink to a point from a handful of images).']
+
 
 def metrics_table(by_group: dict, label: str = 'Data') -> str:
   """A Markdown table: one row per group, the paper's metrics in percent,
@@ -45,6 +47,7 @@ def metrics_table(by_group: dict, label: str = 'Data') -> str:
     rows.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(rows + _few_images_note(by_group))
 
+
 def _interval_note(result: dict) -> str:
   if 'intervals' not in result:
     return ''
@@ -52,6 +55,7 @@ def _interval_note(result: dict) -> str:
   return (f" In brackets: {100 * settings['level']:g}% bootstrap confidence intervals "
           f"({settings['resamples']} resamples of {settings['unit']}s, all images of a "
           f"{settings['unit']} together).")
+
 
 def sensitivity_warnings(operating_point: dict) -> list[str]:
   """A warning for each group (overall, per modality) whose test sensitivity at the
@@ -71,6 +75,7 @@ def sensitivity_warnings(operating_point: dict) -> list[str]:
           'images to the test images; a larger validation split gives a steadier one.')
   return found
 
+
 def _calibration_text(operating_point: dict) -> str:
   """What was done about calibration, why, and the test calibration error."""
   scaling = operating_point.get('scaling')
@@ -84,6 +89,7 @@ def _calibration_text(operating_point: dict) -> str:
             'predictions.csv.')
   return (f"{scaling['reason']} Expected calibration error on test (10 bins): {ece}%. "
           'predictions.csv and prediction give the raw probability only.')
+
 
 def _operating_point_section(operating_point: dict | None) -> list[str]:
   if not operating_point:
@@ -106,6 +112,7 @@ def _operating_point_section(operating_point: dict | None) -> list[str]:
   for warning in operating_point.get('warnings', []):
     lines += ['', f'**Warning.** {warning}']
   return lines + ['', f'Calibration: {_calibration_text(operating_point)}']
+
 
 def _shortcut_section(shortcut: dict | None) -> list[str]:
   if not shortcut:
@@ -147,6 +154,7 @@ def _shortcut_section(shortcut: dict | None) -> list[str]:
               'class only.']
   return lines
 
+
 def _leave_one_source_out_section(held_out: dict | None, test: dict) -> list[str]:
   if not held_out:
     return []
@@ -165,6 +173,7 @@ def _leave_one_source_out_section(held_out: dict | None, test: dict) -> list[str
           'results do not carry over to a hospital the model has not seen. Reports: '
           'leave_one_source_out/<source>/report/.', '',
           metrics_table(groups, label='Source'), *([''] + skipped if skipped else [])]
+
 
 def _explanations_section(explanations: dict | None) -> list[str]:
   if not explanations or not explanations['examples']:
@@ -190,12 +199,14 @@ def _explanations_section(explanations: dict | None) -> list[str]:
               f"![Grad-CAM, {row['outcome']}]({row['image']})"]
   return lines
 
+
 def _with_interval(values: dict, name: str) -> str:
   """'93.01% (95% CI 89.42-96.18%)', or the bare percentage without an interval."""
   if 'intervals' not in values or undefined(values[name]):
     return f'{percent(values[name])}%'
   low, high = values['intervals'][name]
   return f'{percent(values[name])}% (CI {percent(low)}-{percent(high)}%)'
+
 
 def _summary_section(result: dict) -> list[str]:
   """The findings a reader needs first, each pointing to its section."""
@@ -241,6 +252,7 @@ def _summary_section(result: dict) -> list[str]:
                            for source, values in held_out.items())
     lines.append(f'- On sources left out of training, accuracy: {accuracies}.')
   return lines
+
 
 def markdown(result: dict, description: dict) -> str:
   """report.md of `result` (as `writer.write_report` takes it), described by `description`."""

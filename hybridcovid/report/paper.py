@@ -14,7 +14,7 @@ import os
 from absl import app
 from absl import flags
 
-from hybridcovid.data import sources
+from hybridcovid.data import loading, sources
 from hybridcovid.report import formatting, writer
 
 # (config name, modalities, model), in the paper's order.
@@ -46,9 +46,6 @@ PAPER_RESULTS = {
 PAPER_DATA = {'cxr': {'covid': 3923, 'normal': 3960}, 'ct': {'covid': 1323, 'normal': 1290}}
 DATA_COLUMNS = tuple((modality, label) for modality in PAPER_DATA for label in ('covid', 'normal'))
 CLASS_TITLES = dict(zip(sources.CLASS_NAMES, sources.LABEL_NAMES))
-# hybridcovid.data.loading.AUDIT_FILE, named here so that this command does
-# not import TensorFlow.
-AUDIT_FILE = 'audit.json'
 TABLE_FILE = 'paper_table.md'
 HYBRID_NOTE = ('The paper gives the Figure 1 model (ResNet50 and EfficientNetB0 feature maps '
                'concatenated) no number of its own. Its Table 4 ("hybrid": chest X-ray and CT '
@@ -172,16 +169,16 @@ def data_table(runs_dir: str) -> list[str]:
                      *(f'{PAPER_DATA[modality][label]:,}' for modality, label in DATA_COLUMNS),
                      '']))
   for name, modalities, _ in EXPERIMENTS:
-    audit = _read_json(os.path.join(runs_dir, name, AUDIT_FILE))
+    audit = _read_json(os.path.join(runs_dir, name, loading.AUDIT_FILE))
     if audit is None:
-      lines.append(_row([name, *('-' * len(DATA_COLUMNS)), f'no {AUDIT_FILE}']))
+      lines.append(_row([name, *('-' * len(DATA_COLUMNS)), f'no {loading.AUDIT_FILE}']))
       continue
     counts = _loaded_counts(audit)
     cells = [f'{counts.get(modality, {}).get(label, 0):,}' if modality in modalities else '-'
              for modality, label in DATA_COLUMNS]
     lines.append(_row([name, *cells, _against_paper(counts, modalities, audit)]))
   lines += ['', f'Images per class. Ours: all splits of the run as trained and evaluated, '
-            f'from its {AUDIT_FILE}: without unreadable files, and an image found in more '
+            f'from its {loading.AUDIT_FILE}: without unreadable files, and an image found in more '
             'than one split kept in the first only. "-": a modality the run does not use.']
   return lines
 

@@ -28,6 +28,7 @@ def write_predictions(predictions: Sequence[dict], path: str) -> None:
     writer.writeheader()
     writer.writerows(predictions)
 
+
 def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
                  history: Sequence[dict], description: dict) -> None:
   """Writes every report file into `report_dir`.

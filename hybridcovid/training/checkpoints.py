@@ -218,11 +218,13 @@ class RunCheckpoints:
     beside it and how to use one of them instead.
     """
     step = self._newest_step(self._best)
-    # A manager that has saved keeps the handler of its saves, which restores
-    # whole states only; a fresh one reads a part.
-    reader = ocp.CheckpointManager(self._best.directory)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    reader = None
     try:
+      # A manager that has saved keeps the handler of its saves, which restores
+      # whole states only; a fresh one reads a part.
+      reader = ocp.CheckpointManager(
+          self._best.directory, options=ocp.CheckpointManagerOptions(read_only=True))
       restored = reader.restore(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(
               item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
@@ -232,7 +234,8 @@ class RunCheckpoints:
       _quiet_pending_reads()
       raise self._damaged_best(step, error) from error
     finally:
-      reader.close()
+      if reader is not None:
+        reader.close()
     return restored.state, restored.record
 
   def restore_best_for_inference(self, model: nn.Module, image_size: int,

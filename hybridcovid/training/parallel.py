@@ -89,7 +89,7 @@ class DataParallel:
                    donate_argnums=0)
 
   def compile_eval_step(self, step: Callable[[train.InferenceState, dict], Any] = train.eval_step
-                        ) -> Callable[[train.TrainState, dict], Any]:
+                        ) -> Callable[[train.InferenceState, dict], Any]:
     """`step` (`train.eval_step` or `train.eval_features_step`) over every device:
     (state, device batch) -> per-example outputs; read them with `host_outputs`.
 

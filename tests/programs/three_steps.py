@@ -19,7 +19,8 @@ from configs import default  # pylint: disable=wrong-import-position
 from hybridcovid import models, runs  # pylint: disable=wrong-import-position
 from hybridcovid.training import parallel, train  # pylint: disable=wrong-import-position
 import stable_init  # pylint: disable=wrong-import-position
-process_id, num_processes, address, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+process_id, num_processes = int(sys.argv[1]), int(sys.argv[2])
+address, out = sys.argv[3], sys.argv[4]
 config = default.get_config()
 config.compilation_cache_dir = ''
 if num_processes > 1:
