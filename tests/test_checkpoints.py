@@ -121,11 +121,16 @@ def test_a_best_save_lost_in_a_crash_is_recovered_from_the_latest(tmp_path):
   reopened.close()
 
 
-def test_inference_restores_the_best_weights_without_an_optimiser(tmp_path):
+def test_inference_restores_the_best_weights_without_an_optimiser(tmp_path, caplog):
   run = _saved(tmp_path, [0.5, 0.9, 0.7])
   model = _Classifier()
-  state, record = run.restore_best_for_inference(model, 2, train.create_mesh())
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    state, record = run.restore_best_for_inference(model, 2, train.create_mesh())
   run.close()
+  # Nothing for the console of a demo or a prediction.
+  assert not [logged.getMessage() for logged in caplog.records
+              if logged.levelno >= logging.WARNING]
   assert isinstance(state, train.InferenceState) and record['epoch'] == 2
   saved = _state(2)
   _assert_same(_variables(state), _variables(saved))

@@ -223,8 +223,7 @@ class RunCheckpoints:
     try:
       # A manager that has saved keeps the handler of its saves, which restores
       # whole states only; a fresh one reads a part.
-      reader = ocp.CheckpointManager(
-          self._best.directory, options=ocp.CheckpointManagerOptions(read_only=True))
+      reader = ocp.CheckpointManager(self._best.directory)
       restored = reader.restore(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(
               item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
