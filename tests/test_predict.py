@@ -77,7 +77,7 @@ def test_a_failed_run_leaves_the_previous_results_as_they_were(root, monkeypatch
   def fail(*args, **kwargs):
     raise OSError('No space left on device')
 
-  monkeypatch.setattr(predict.report, 'dump_json', fail)  # The CSV is written, the JSON is not.
+  monkeypatch.setattr(predict.json_format, 'dump_json', fail)  # The CSV is written, the JSON is not.
   with pytest.raises(OSError, match='No space left'):
     predict.predict(workdir, [str(root / 'images' / 'ct')])
   assert _results(root) == before  # No new CSV, no temporary file left.
