@@ -8,6 +8,7 @@ import contextlib
 import logging as python_logging
 import os
 import re
+import sys
 
 from absl import app
 from absl import flags
@@ -153,6 +154,15 @@ def main(argv: list[str]) -> None:
       data = runs.load_data(config.data, workdir, config.seed)
       logging.info('Data audit:\n%s', audit.format_table(data.report))
   except errors.UserError as error:
+    from hybridcovid.training import checkpoints  # pylint: disable=g-import-not-at-top
+    if isinstance(error, checkpoints.CheckpointError):
+      # Orbax leaves the reads of a damaged checkpoint pending, and while the
+      # interpreter shuts down they print 'Event loop is closed' tracebacks
+      # after this line, past every hook. Nothing is being written: end here.
+      logging.flush()
+      sys.stderr.write(f'error: {error}\n')
+      sys.stderr.flush()
+      os._exit(1)  # pylint: disable=protected-access
     raise SystemExit(f'error: {error}') from error
 
 

@@ -1,3 +1,4 @@
+import io
 import logging
 import os
 import shutil
@@ -212,9 +213,17 @@ def test_reads_left_pending_by_a_failed_restore_report_nothing(tmp_path, monkeyp
   monkeypatch.setattr(threading, 'excepthook', thread_failures.append)
   asyncio_logger = logging.getLogger('asyncio')
   monkeypatch.setattr(asyncio_logger, 'filters', [])
+  written = io.StringIO()
+  monkeypatch.setattr(sys, 'stderr', written)
   with pytest.raises(checkpoints.CheckpointError):
     run.restore_best(_variables(99))
   run.close()
+  # Other threads (TensorStore's) can no longer write to stderr; the main thread can.
+  other_thread = threading.Thread(target=lambda: sys.stderr.write('Traceback from a read\n'))
+  other_thread.start()
+  other_thread.join()
+  sys.stderr.write('error: the one line\n')
+  assert written.getvalue() == 'error: the one line\n'
 
   def failure(error):
     return types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None,

@@ -85,6 +85,21 @@ def _quiet_pending_reads() -> None:
   python_logging.getLogger('asyncio').addFilter(_ClosedLoopLogFilter())
 
 
+class _MainThreadOnly:
+  """A stream that keeps what the main thread writes and drops what other threads write."""
+
+  def __init__(self, stream: Any):
+    self._stream = stream
+
+  def write(self, text: str) -> int:
+    if threading.current_thread() is threading.main_thread():
+      return self._stream.write(text)
+    return len(text)
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._stream, name)
+
+
 def open_trained_run(workdir: str) -> 'RunCheckpoints':
   """The checkpoints of a trained run; where there is none, a clear error and nothing created."""
   workdir = os.path.abspath(workdir)
@@ -231,6 +246,10 @@ class RunCheckpoints:
           record=ocp.args.JsonRestore()))
     except Exception as error:  # Orbax raises many types for damaged files.
       _quiet_pending_reads()
+      # TensorStore's threads also print the pending reads' tracebacks straight
+      # to sys.stderr, past every hook. The process stops on this error, so
+      # only the main thread, which reports it, may write there from now on.
+      sys.stderr = _MainThreadOnly(sys.stderr)
       raise self._damaged_best(step, error) from error
     finally:
       if reader is not None:
