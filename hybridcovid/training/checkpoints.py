@@ -235,6 +235,11 @@ class RunCheckpoints:
     step = self._newest_step(self._best)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     reader = None
+    # TensorStore's threads print the tracebacks of reads a failure leaves
+    # pending straight to sys.stderr, past every hook, as soon as it happens:
+    # while reading, only the main thread may write there, and after a failure
+    # (the process stops on it) for good.
+    stderr, sys.stderr = sys.stderr, _MainThreadOnly(sys.stderr)
     try:
       # A manager that has saved keeps the handler of its saves, which restores
       # whole states only; a fresh one reads a part.
@@ -246,14 +251,11 @@ class RunCheckpoints:
           record=ocp.args.JsonRestore()))
     except Exception as error:  # Orbax raises many types for damaged files.
       _quiet_pending_reads()
-      # TensorStore's threads also print the pending reads' tracebacks straight
-      # to sys.stderr, past every hook. The process stops on this error, so
-      # only the main thread, which reports it, may write there from now on.
-      sys.stderr = _MainThreadOnly(sys.stderr)
       raise self._damaged_best(step, error) from error
     finally:
       if reader is not None:
         reader.close()
+    sys.stderr = stderr
     return restored.state, restored.record
 
   def restore_best_for_inference(self, model: nn.Module, image_size: int,
