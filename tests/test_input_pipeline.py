@@ -105,3 +105,20 @@ def test_pad_resize_keeps_the_whole_image():
   padded = input_pipeline.resize(image, 32, 'pad').numpy()
   assert np.all(padded[8:24] == 200) and np.all(padded[:8] == 0) and np.all(padded[24:] == 0)
   assert np.all(input_pipeline.resize(image, 32, 'squash').numpy() == 200)
+
+
+def test_iterators_run_without_the_autotuning_thread(loaded, monkeypatch):
+  # Deleting an exhausted iterator waits for that thread, up to a minute while training.
+  config, _, data = loaded
+  stream = input_pipeline.InputPipeline(data, config, 8, seed=0)
+  iterated = []
+  as_numpy_iterator = input_pipeline.tf.data.Dataset.as_numpy_iterator
+
+  def recording(dataset):
+    iterated.append(dataset.options().autotune.enabled)
+    return as_numpy_iterator(dataset)
+
+  monkeypatch.setattr(input_pipeline.tf.data.Dataset, 'as_numpy_iterator', recording)
+  assert len(list(stream.train_epoch(0))) == 7
+  assert len(list(stream.eval_batches('test'))) == 2
+  assert iterated == [False, False]

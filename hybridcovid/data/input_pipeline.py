@@ -31,6 +31,19 @@ def resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
+def _numpy_iterator(dataset: tf.data.Dataset) -> Iterator[dict]:
+  """`dataset`'s elements as NumPy arrays, without tf.data's autotuning thread.
+
+  Deleting an exhausted iterator waits for that thread, which can sleep up to
+  a minute between rounds: with the CPU busy training, each epoch's iterator
+  held the main thread for up to 40 s after its last batch. Parallel calls and
+  prefetch buffers marked AUTOTUNE then take tf.data's fixed defaults.
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return dataset.with_options(options).as_numpy_iterator()
+
+
 class InputPipeline:
   """Batches of one process: `image` uint8 (B, S, S, 3), `label`, `modality`,
   `example_id` (index into `LoadedData.facts`), `weight` and `mask`.
@@ -170,7 +183,7 @@ class InputPipeline:
 
     dataset = dataset.map(augmented, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.batch(self.batch_size, drop_remainder=True)
-    return dataset.prefetch(AUTOTUNE).as_numpy_iterator()
+    return _numpy_iterator(dataset.prefetch(AUTOTUNE))
 
   def _in_stratum(self, stratum: tuple[int, int]):
     modality, label = stratum
@@ -198,7 +211,7 @@ class InputPipeline:
         'weight': tf.zeros([self.batch_size], tf.float32),
         'mask': tf.zeros([self.batch_size], tf.bool)}).repeat()
     dataset = dataset.concatenate(filler).take(self.eval_steps(split))
-    return dataset.prefetch(AUTOTUNE).as_numpy_iterator()
+    return _numpy_iterator(dataset.prefetch(AUTOTUNE))
 
   def _pad_batch(self, batch: dict) -> dict:
     missing = self.batch_size - tf.shape(batch['label'])[0]
