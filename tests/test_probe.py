@@ -104,3 +104,18 @@ def test_a_source_per_modality_is_not_probed_apart_from_the_modality():
   assert result['source_is_modality'] and 'source' not in result
   assert result['modality']['accuracy'] > 0.9
   assert result['warning'] is None
+
+
+def test_the_rotation_to_principal_axes_finds_the_same_classifier():
+  # More features than images, as in the report (3,328 features, a few hundred images).
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(120, 400))
+  targets = (features[:, :5].sum(axis=1) + rng.normal(size=120) > 0).astype(int)
+  unseen = rng.normal(size=(60, 400))
+  rotated, plain = (probe.probe_classifier(rotate, tolerance=1e-10).fit(features, targets)
+                    for rotate in (True, False))
+  np.testing.assert_allclose(rotated.decision_function(unseen),
+                             plain.decision_function(unseen), rtol=1e-5, atol=1e-5)
+  weights = rotated[-1].coef_ @ rotated[1].components_
+  np.testing.assert_allclose(weights, plain[-1].coef_, atol=1e-6)
+  assert abs(plain.decision_function(unseen)).max() > 1  # Not a degenerate, all-zero fit.

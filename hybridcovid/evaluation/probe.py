@@ -29,16 +29,33 @@ def _chance(values: np.ndarray, given: np.ndarray) -> float:
                    for value in np.unique(given)) / len(values))
 
 
+def probe_classifier(rotate: bool = True, tolerance: float = 1e-4):
+  """A standardised, L2-regularised logistic regression (scikit-learn's defaults).
+
+  With `rotate`, the standardised features are first expressed in the
+  principal axes of the training images (all of them, no truncation): with
+  fewer images than features (a few hundred against 3,328) the penalised
+  optimum lies in the span of the training images, and in those coordinates
+  it has the same weights' norm and the same decisions, found by the solver
+  in a fraction of the time.
+  """
+  # Imported here: the rest of the package does not need scikit-learn.
+  from sklearn import decomposition, linear_model, pipeline, preprocessing  # pylint: disable=g-import-not-at-top
+  steps = [preprocessing.StandardScaler()]
+  if rotate:
+    steps.append(decomposition.PCA())
+  steps.append(linear_model.LogisticRegression(max_iter=2000, tol=tolerance))
+  return pipeline.make_pipeline(*steps)
+
+
 def cross_validated_accuracy(features: np.ndarray, targets: np.ndarray, groups: np.ndarray,
                              folds: int = folds_lib.FOLDS, seed: int = 0) -> float:
-  """Accuracy of a standardised, L2-regularised logistic regression predicting
-  `targets` from `features`, over folds that keep each group (patient) whole."""
-  # Imported here: the rest of the package does not need scikit-learn.
-  from sklearn import linear_model, model_selection, pipeline, preprocessing  # pylint: disable=g-import-not-at-top
-  classifier = pipeline.make_pipeline(preprocessing.StandardScaler(),
-                                      linear_model.LogisticRegression(max_iter=2000))
+  """Accuracy of `probe_classifier` predicting `targets` from `features`, over
+  folds that keep each group (patient) whole."""
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
   predicted = model_selection.cross_val_predict(
-      classifier, features, targets, cv=folds_lib.patient_folds(targets, groups, folds, seed))
+      probe_classifier(), features, targets,
+      cv=folds_lib.patient_folds(targets, groups, folds, seed))
   return float(np.mean(predicted == targets))
 
 
