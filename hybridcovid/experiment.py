@@ -78,17 +78,6 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   record = runs.run_record(config, workdir, runs.write_inputs(workdir, data))
   abstract = train.abstract_train_state(model, optimizer, config.data.image_size,
                                         data_parallel.mesh)
-  train_fn = data_parallel.compile_train_step()
-  rng = jax.random.key(config.seed + 1)
-  compiling = None
-  next_epoch = run.latest_epoch() + 1
-  if next_epoch <= config.train.epochs:
-    logging.info('Compiling the train step: a minute or more on a CPU the first time, read '
-                 'from the compilation cache after that.')
-    first_model = head_only_model if next_epoch <= config.train.head_only_epochs else model
-    compiling = data_parallel.compile_ahead(
-        train_fn, abstract.replace(apply_fn=first_model.apply), config.train.batch_size,
-        config.data.image_size, rng)
   state, previous = _create_state(config, model, optimizer, abstract, data_parallel.mesh, run)
   state = data_parallel.device_state(state)
   history = []
@@ -99,11 +88,14 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
                       'resuming with the new one.')
     logging.info('Resuming after epoch %d from %s.', previous['epoch'], workdir)
 
+  train_fn = data_parallel.compile_train_step()
   # The features too, as the final evaluation needs them: one program for both.
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
+  rng = jax.random.key(config.seed + 1)
   summaries = summaries_lib.Summaries(os.path.join(workdir, TENSORBOARD_DIR))
-  if compiling is not None:
-    compiling.result()
+  if len(history) < config.train.epochs:
+    logging.info('Compiling the train step before the first one: a minute or more on a CPU '
+                 'the first time, read from the compilation cache after that.')
   # Epochs count from 1 here as in every log, checkpoint and report.
   for epoch in range(len(history) + 1, config.train.epochs + 1):
     state = state.replace(apply_fn=(

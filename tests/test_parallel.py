@@ -81,40 +81,6 @@ def test_steps_and_outputs_read_alike_in_both_modes(mode):
   np.testing.assert_allclose(probabilities, jax.nn.softmax(logits)[:, 1], rtol=1e-6)
 
 
-def test_a_step_compiled_ahead_is_not_compiled_again_at_the_first_step():
-  data_parallel = parallel.DataParallel()
-  model, optimizer = _Tiny(), optax.sgd(0.1)
-  step, rng = data_parallel.compile_train_step(), jax.random.key(1)
-  abstract = train.abstract_train_state(model, optimizer, 4, data_parallel.mesh)
-  compiles = []
-
-  def count(event, duration, **kwargs):
-    if event == '/jax/core/compile/backend_compile_duration':
-      compiles.append(duration)
-
-  jax.monitoring.register_event_duration_secs_listener(count)
-  try:
-    data_parallel.compile_ahead(step, abstract, 6, 4, rng).result()
-    assert len(compiles) == 1
-    variables = model.init(jax.random.key(0), _batch(2)['image'])
-    state = train.replicate(train.create_train_state(model, optimizer, variables),
-                            data_parallel.mesh)
-    batch = data_parallel.device_batch(_batch(6))
-    compiles.clear()
-    state, metrics = step(state, batch, rng)
-    assert np.isfinite(data_parallel.host_scalars(metrics)['loss'])
-    assert compiles == []
-  finally:
-    jax.monitoring.unregister_event_duration_listener(count)
-
-
-def test_pmap_compiles_at_its_first_step():
-  data_parallel = parallel.DataParallel('pmap')
-  abstract = train.abstract_train_state(_Tiny(), optax.sgd(0.1), 4, data_parallel.mesh)
-  assert data_parallel.compile_ahead(data_parallel.compile_train_step(), abstract, 6, 4,
-                                     jax.random.key(1)) is None
-
-
 def test_the_next_batch_is_on_the_devices_when_a_step_starts():
   data_parallel = parallel.DataParallel()
   read = []

@@ -140,10 +140,6 @@ class RunCheckpoints:
     """The JSON record of the newest checkpoint, without restoring its state."""
     return self._record(self._latest, self._newest_step(self._latest))
 
-  def latest_epoch(self) -> int:
-    """The newest saved epoch (restorable or not), 0 before the first."""
-    return self._latest.latest_step() or 0
-
   def _newest_step(self, manager: ocp.CheckpointManager) -> int:
     step = manager.latest_step()
     if step is None:

@@ -16,7 +16,6 @@ format; `device_state` turns such a copy back into the mode's layout.
 """
 
 import collections
-from concurrent import futures
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
@@ -88,26 +87,6 @@ class DataParallel:
                                  in_specs=(replicated, split, replicated),
                                  out_specs=(replicated, replicated), check_vma=False),
                    donate_argnums=0)
-
-  def compile_ahead(self, train_fn: Callable, abstract_state: Any, global_batch_size: int,
-                    image_size: int, rng: jax.Array) -> futures.Future | None:
-    """Starts compiling `train_fn` (from `compile_train_step`) for a state shaped like
-    `abstract_state` (`train.abstract_train_state`) in a background thread.
-
-    XLA's compiler releases the GIL, so this overlaps the model's
-    initialisation, which compiles a program of its own; the first step then
-    finds the program compiled. Wait for the returned future before that
-    step, or it compiles a second copy. The 'pmap' layout compiles at its
-    first step (None).
-    """
-    if self.mode == 'pmap':
-      return None
-    batch = {name: jax.ShapeDtypeStruct((global_batch_size, *shape), dtype, sharding=self._split)
-             for name, (shape, dtype) in train.batch_shapes(image_size).items()}
-    executor = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='compile_ahead')
-    compiled = executor.submit(lambda: train_fn.lower(abstract_state, batch, rng).compile())
-    executor.shutdown(wait=False)
-    return compiled
 
   def compile_eval_step(self, step: Callable[[train.InferenceState, dict], Any] = train.eval_step
                         ) -> Callable[[train.InferenceState, dict], Any]:

@@ -25,14 +25,6 @@ BATCH_AXIS = 'batch'
 BATCH_FIELDS = ('image', 'label', 'weight', 'mask')
 
 
-def batch_shapes(image_size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-  """Each of `BATCH_FIELDS`: its shape per example and its dtype, as the input pipeline
-  delivers them."""
-  return {'image': ((image_size, image_size, 3), np.dtype(np.uint8)),
-          'label': ((), np.dtype(np.int32)), 'weight': ((), np.dtype(np.float32)),
-          'mask': ((), np.dtype(np.bool_))}
-
-
 class TrainState(train_state.TrainState):
   """Parameters, optimiser state, step, and BatchNorm running statistics."""
   batch_stats: Any
