@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from hybridcovid.training import checkpoints, train
@@ -47,6 +48,11 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(x, y)
 
 
+def _saved_tree(checkpoint):
+  """The top-level names of the state saved in `checkpoint`, from its metadata."""
+  return ocp.StandardCheckpointer().metadata(checkpoint / 'state').item_metadata.tree
+
+
 def test_latest_are_kept_for_resume_and_the_best_apart(tmp_path):
   run = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
   metrics = [0.5, 0.9, 0.7, 0.6, 0.8]
@@ -66,6 +72,9 @@ def test_latest_are_kept_for_resume_and_the_best_apart(tmp_path):
   _assert_same(best, _variables(states[1]))
   assert record['epoch'] == 2
   assert os.listdir(tmp_path / 'best') == ['2']
+  # The best copy holds what inference reads, not the optimiser's moments.
+  assert set(_saved_tree(tmp_path / 'best' / '2')) == {'params', 'batch_stats'}
+  assert 'opt_state' in _saved_tree(tmp_path / 'checkpoints' / '5')
   run.close()
   reopened = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
   assert reopened.best_metric == 0.9

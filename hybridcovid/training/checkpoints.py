@@ -3,8 +3,9 @@
 `WORKDIR/checkpoints/` holds the latest `keep` epochs; `WORKDIR/best/` holds
 the epoch with the best validation metric. The two are separate Orbax
 managers, so choosing the best never deletes the newest checkpoint a resume
-needs. Each checkpoint stores the training state and a JSON record (the
-config, the split, input checksums, the seed, versions, devices, metrics).
+needs. Each checkpoint stores a JSON record (the config, the split, input
+checksums, the seed, versions, devices, metrics) and the training state; the
+best one only the part inference reads, parameters and BatchNorm statistics.
 Saves are asynchronous; call `wait` before the process exits.
 """
 
@@ -100,6 +101,14 @@ class _MainThreadOnly:
     return getattr(self._stream, name)
 
 
+def _best_args(state: Any, record: dict) -> ocp.args.Composite:
+  """What the best checkpoint holds: the record and what inference restores of `state`
+  (parameters and BatchNorm statistics), not the optimiser's state, a third the size."""
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  return ocp.args.Composite(state=ocp.args.StandardSave(variables),
+                            record=ocp.args.JsonSave(record))
+
+
 def open_trained_run(workdir: str) -> 'RunCheckpoints':
   """The checkpoints of a trained run; where there is none, a clear error and nothing created."""
   workdir = os.path.abspath(workdir)
@@ -160,13 +169,12 @@ class RunCheckpoints:
     """Saves `epoch` (counted from 1, as everywhere: `checkpoints/N` is after epoch N);
     also as the best if `validation_metric` beats every earlier one (`best_metric`)."""
     record = {**record, 'epoch': epoch, 'validation_metric': validation_metric}
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              record=ocp.args.JsonSave(record))
-    self._latest.save(epoch, args=args)
+    self._latest.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     record=ocp.args.JsonSave(record)))
     improved = validation_metric is not None and (
         self.best_metric is None or validation_metric > self.best_metric)
     if improved:
-      self._best.save(epoch, args=args)
+      self._best.save(epoch, args=_best_args(state, record))
       self.best_metric = validation_metric
 
   def recover_best(self, target: Any) -> None:
@@ -185,8 +193,7 @@ class RunCheckpoints:
         continue
       logging.warning('Epoch %d is the best so far, but its copy in %s was not saved; '
                       'saving it now.', step, self._best.directory)
-      self._best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    record=ocp.args.JsonSave(record)))
+      self._best.save(step, args=_best_args(state, record))
       self.best_metric = metric
     self._best.wait_until_finished()
 
