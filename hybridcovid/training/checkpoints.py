@@ -101,12 +101,14 @@ class _MainThreadOnly:
     return getattr(self._stream, name)
 
 
+def _save_args(state: Any, record: dict) -> ocp.args.Composite:
+  return ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+
+
 def _best_args(state: Any, record: dict) -> ocp.args.Composite:
   """What the best checkpoint holds: the record and what inference restores of `state`
   (parameters and BatchNorm statistics), not the optimiser's state, a third the size."""
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  return ocp.args.Composite(state=ocp.args.StandardSave(variables),
-                            record=ocp.args.JsonSave(record))
+  return _save_args({'params': state.params, 'batch_stats': state.batch_stats}, record)
 
 
 def open_trained_run(workdir: str) -> 'RunCheckpoints':
@@ -169,8 +171,7 @@ class RunCheckpoints:
     """Saves `epoch` (counted from 1, as everywhere: `checkpoints/N` is after epoch N);
     also as the best if `validation_metric` beats every earlier one (`best_metric`)."""
     record = {**record, 'epoch': epoch, 'validation_metric': validation_metric}
-    self._latest.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     record=ocp.args.JsonSave(record)))
+    self._latest.save(epoch, args=_save_args(state, record))
     improved = validation_metric is not None and (
         self.best_metric is None or validation_metric > self.best_metric)
     if improved:
