@@ -31,10 +31,11 @@ def test_eight_devices_pmap_and_one_device_take_the_same_three_steps():
   values = dict(line.split(' ', 1) for line in result.stdout.strip().splitlines())
   for name in ('eight', 'pmap'):
     params_error, batch_stats_error = map(float, values[name].split())
-    assert params_error <= 1e-5 and batch_stats_error <= 1e-5, (name, values[name])
+    assert params_error <= 1e-7 and batch_stats_error <= 1e-7, (name, values[name])
   assert float(values['moved']) > 1e-3  # The step really changed the parameters.
   one, eight = values['loss'].split()
-  assert abs(float(one) - float(eight)) <= 1e-5 * abs(float(one))
+  # The logits stay float32 whatever the compute dtype.
+  assert abs(float(one) - float(eight)) <= 1e-6 * abs(float(one))
 
 
 def _free_port() -> int:
