@@ -14,7 +14,7 @@ SCRIPT = os.path.join(ROOT, 'benchmarks', 'gpu_check.sh')
 @pytest.mark.slow
 def test_dry_run_measures_every_case_and_checks_correctness(tmp_path):
   done = subprocess.run([SCRIPT, str(tmp_path), '--dry-run'], cwd=ROOT, capture_output=True,
-                        text=True, timeout=600)
+                        text=True, timeout=1900)
   assert done.returncode == 0, done.stderr[-3000:]
   results = json.loads((tmp_path / 'gpu_check.json').read_text())
   assert results['dry_run'] and results['image_size'] == 32
@@ -62,11 +62,35 @@ def test_missing_ml_collections_is_named_with_the_fix(tmp_path):
 
 
 def test_the_gpu_run_times_every_single_backbone_case_at_both_batches():
-  spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT.replace('.sh', '.py'))
-  gpu_check = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(gpu_check)
+  gpu_check = _load_gpu_check()
   listed = [(case['name'], case.get('batch_size'), case.get('dtype'))
             for case in gpu_check.cases(False)]
   assert listed[:2] == [('hybrid train', 128, 'bfloat16'), ('hybrid inference', 128, 'bfloat16')]
   assert listed[3:] == [(f'{arch} {mode}', batch, 'float32') for mode in ('train', 'inference')
                         for arch in ('resnet50', 'efficientnetb0') for batch in (32, 256)]
+
+
+def _load_gpu_check():
+  spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT.replace('.sh', '.py'))
+  gpu_check = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(gpu_check)
+  return gpu_check
+
+
+@pytest.mark.parametrize('dry_run, factor', [(False, 1), (True, 4)])
+def test_a_dry_run_gives_each_case_four_times_its_gpu_cap(tmp_path, monkeypatch, dry_run,
+                                                          factor):
+  gpu_check = _load_gpu_check()
+  timeouts = {}
+  monkeypatch.setattr(gpu_check.benchmark, 'measure_environment', lambda *_: {})
+  monkeypatch.setattr(gpu_check, '_save', lambda *_: None)
+  monkeypatch.setattr(gpu_check.benchmark, 'run_process',
+                      lambda command, timeout: timeouts.setdefault('correctness', timeout) and {})
+  monkeypatch.setattr(
+      gpu_check.benchmark, 'measure_case',
+      lambda config, mode, batch, dtype, peers, timeout: timeouts.setdefault(
+          f'{config.model.backbones} {mode} {batch}', 2 * timeout) and {})
+  results = gpu_check.run_check(str(tmp_path), dry_run, budget_seconds=1e6)
+  caps = [case['cap'] for case in gpu_check.cases(dry_run)]
+  assert sorted(timeouts.values()) == sorted(factor * cap for cap in caps)
+  assert not any('skipped' in case for case in results['cases'])
