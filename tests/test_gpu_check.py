@@ -81,16 +81,20 @@ def _load_gpu_check():
 def test_a_dry_run_gives_each_case_four_times_its_gpu_cap(tmp_path, monkeypatch, dry_run,
                                                           factor):
   gpu_check = _load_gpu_check()
-  timeouts = {}
+  case_seconds = []
+
+  def run_process(command, timeout):  # The correctness case.
+    case_seconds.append(timeout)
+    return {}
+
+  def measure_case(config, mode, batch_size, dtype, peers, timeout):
+    case_seconds.append(2 * timeout)  # Ours and the peer's share a case's time.
+    return {}
+
   monkeypatch.setattr(gpu_check.benchmark, 'measure_environment', lambda *_: {})
   monkeypatch.setattr(gpu_check, '_save', lambda *_: None)
-  monkeypatch.setattr(gpu_check.benchmark, 'run_process',
-                      lambda command, timeout: timeouts.setdefault('correctness', timeout) and {})
-  monkeypatch.setattr(
-      gpu_check.benchmark, 'measure_case',
-      lambda config, mode, batch, dtype, peers, timeout: timeouts.setdefault(
-          f'{config.model.backbones} {mode} {batch}', 2 * timeout) and {})
+  monkeypatch.setattr(gpu_check.benchmark, 'run_process', run_process)
+  monkeypatch.setattr(gpu_check.benchmark, 'measure_case', measure_case)
   results = gpu_check.run_check(str(tmp_path), dry_run, budget_seconds=1e6)
-  caps = [case['cap'] for case in gpu_check.cases(dry_run)]
-  assert sorted(timeouts.values()) == sorted(factor * cap for cap in caps)
+  assert case_seconds == [factor * case['cap'] for case in gpu_check.cases(dry_run)]
   assert not any('skipped' in case for case in results['cases'])
