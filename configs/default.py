@@ -80,6 +80,10 @@ def get_config() -> ml_collections.ConfigDict:
   # The decision threshold is chosen on the validation split as the highest
   # that reaches this sensitivity (recall); test is reported at 0.5 and at it.
   config.eval.target_sensitivity = 0.95
+  # The report also decides per patient (each patient's images of one modality
+  # make one study): 'mean_logit' of its images, 'max' or 'mean_probability'.
+  # Its threshold and temperature are fitted on the validation patients.
+  config.eval.patient_aggregation = 'mean_logit'
   # The report explains this many test images of each outcome (true and false
   # positives and negatives, the most confident first) with Grad-CAM.
   config.eval.gradcam_per_outcome = 2

@@ -22,6 +22,7 @@ import numpy as np
 from hybridcovid import errors, models, runs
 from hybridcovid.data import input_pipeline, loading
 from hybridcovid.evaluation import calibration, explain, gradcam_examples, groups, probe
+from hybridcovid.evaluation import patients as patients_lib
 from hybridcovid.evaluation import predictions as predictions_lib
 from hybridcovid.report import markdown, writer
 from hybridcovid.training import checkpoints, parallel, train
@@ -93,6 +94,53 @@ def _describe(config: ml_collections.ConfigDict, data: loading.LoadedData,
   }
 
 
+def _at_operating_point(point: dict, predictions: list[dict],
+                        eval_config: ml_collections.ConfigDict) -> dict:
+  """`point`, fitted on validation, applied to the test `predictions`: their metrics per
+  group at its threshold, the test ECE raw and, where it scales, calibrated (each row then
+  gets its `calibrated_probability`), and `markdown.sensitivity_warnings`."""
+  labels = [row['label'] for row in predictions]
+  applied = {**point, 'test': groups.group_metrics(predictions, point['threshold'], eval_config),
+             'test_ece': calibration.expected_calibration_error(
+                 labels, [row['probability'] for row in predictions])}
+  if calibration.scaling_used(point):
+    for row in predictions:
+      row['calibrated_probability'] = float(calibration.apply_temperature(
+          row['probability'], point['temperature']))
+    applied['test_ece_calibrated'] = calibration.expected_calibration_error(
+        labels, [row['calibrated_probability'] for row in predictions])
+  applied['warnings'] = markdown.sensitivity_warnings(applied)
+  return applied
+
+
+def _per_patient(best_record: dict, predictions: list[dict], outputs: dict,
+                 data: loading.LoadedData, eval_config: ml_collections.ConfigDict
+                 ) -> tuple[list[dict], dict]:
+  """(one row per test patient and modality, their metrics for the report).
+
+  The operating point is the one kept with the checkpoint, fitted on the
+  validation patients; where it was fitted with another aggregation, or the run
+  kept none, it is fitted again on this pass over the validation split, and
+  without a validation split (external data) there is none.
+  """
+  aggregation = eval_config.patient_aggregation
+  rows = patients_lib.patient_rows(predictions, aggregation)
+  result = {'aggregation': aggregation, 'patients': len(rows), 'images': len(predictions),
+            'mixed_labels': sum(row['mixed_labels'] for row in rows),
+            'test': groups.group_metrics(rows, 0.5, eval_config)}
+  point = best_record.get('patient_operating_point')
+  if (not point or point['aggregation'] != aggregation) and 'validation' in outputs:
+    validation_ids, validation_outputs = outputs['validation']
+    point = patients_lib.operating_point(
+        predictions_lib.prediction_rows(data, validation_ids, validation_outputs['probability']),
+        aggregation, eval_config.target_sensitivity)
+  if point and point['aggregation'] == aggregation:
+    result['operating_point'] = _at_operating_point(point, rows, eval_config)
+    for warning in result['operating_point']['warnings']:
+      logging.warning('Sensitivity per patient: %s', warning)
+  return rows, result
+
+
 def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
                         run: checkpoints.RunCheckpoints, model: nn.Module,
                         stream: input_pipeline.InputPipeline,
@@ -121,22 +169,11 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
                           'resamples': config.eval.bootstrap_resamples, 'unit': 'patient'}}
   operating_point = best_record.get('operating_point')
   if operating_point:  # Runs trained before operating points were kept have none.
-    labels = [row['label'] for row in predictions]
-    result['operating_point'] = {
-        **operating_point,
-        'test': groups.group_metrics(predictions, operating_point['threshold'], config.eval),
-        'test_ece': calibration.expected_calibration_error(
-            labels, [row['probability'] for row in predictions])}
-    if calibration.scaling_used(operating_point):
-      for row in predictions:
-        row['calibrated_probability'] = float(calibration.apply_temperature(
-            row['probability'], operating_point['temperature']))
-      result['operating_point']['test_ece_calibrated'] = calibration.expected_calibration_error(
-          labels, [row['calibrated_probability'] for row in predictions])
-    result['operating_point']['warnings'] = markdown.sensitivity_warnings(
-        result['operating_point'])
+    result['operating_point'] = _at_operating_point(operating_point, predictions, config.eval)
     for warning in result['operating_point']['warnings']:
       logging.warning('Sensitivity: %s', warning)
+  patient_predictions, result['patient'] = _per_patient(
+      best_record, predictions, outputs, data, config.eval)
   # Every process fits the probe alike; process 0 alone explains and writes.
   result['shortcut_probe'] = _shortcut_probe(
       data, np.concatenate([ids for ids, _ in outputs.values()]),
@@ -154,7 +191,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
         'examples': gradcam_examples.explain_examples(
             config, best, data, predictions, threshold, os.path.join(workdir, report_dir))}
     writer.write_report(os.path.join(workdir, report_dir), result, predictions, history,
-                        _describe(config, data, title, provenance))
+                        _describe(config, data, title, provenance), patient_predictions)
     logging.info('Report written to %s.', os.path.join(workdir, report_dir, 'report.md'))
   run.close()
   return {**result, 'history': history}
@@ -181,6 +218,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   its input size always come from the checkpoint. `leave_one_source_out`
   results (`leave_one_source_out.saved_results`) go into the run's own report.
   """
+  patients_lib.check_aggregation(config.eval.patient_aggregation)
   workdir = os.path.abspath(workdir)
   run = checkpoints.open_trained_run(workdir)
   trained = ml_collections.ConfigDict(run.best_record()['config'])

@@ -19,6 +19,7 @@ import tqdm
 from hybridcovid import errors, evaluate, models, runs
 from hybridcovid.data import input_pipeline, loading, sources
 from hybridcovid.evaluation import calibration, feature_distance, groups, metrics, predictions
+from hybridcovid.evaluation import patients as patients_lib
 from hybridcovid.report import writer
 from hybridcovid.training import checkpoints, optimizers, parallel, train
 from hybridcovid.training import summaries as summaries_lib
@@ -145,6 +146,8 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
     # Fitted on validation only, kept with the checkpoint, applied unchanged to test.
     operating_point = calibration.operating_point(labels, probabilities, patients,
                                                   config.eval.target_sensitivity)
+    patient_operating_point = patients_lib.operating_point(
+        validation_predictions, config.eval.patient_aggregation, config.eval.target_sensitivity)
     selection = validation['overall'][config.train.selection_metric]
     # Unweighted, unlike the training loss when classes are weighted.
     validation_loss = calibration.negative_log_likelihood(labels, probabilities)
@@ -164,7 +167,9 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
                                                patients)
     run.save(epoch, data_parallel.logical_state(state),
              {**record, 'validation': validation['overall'],
-              'operating_point': operating_point, 'feature_reference': reference,
+              'operating_point': operating_point,
+              'patient_operating_point': patient_operating_point,
+              'feature_reference': reference,
               'history': history},
              None if np.isnan(selection) else float(selection))
   summaries.close()
@@ -185,6 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.eval.leave_one_source_out and leave_one_source_out is None:
     raise ValueError('config.eval.leave_one_source_out is set: train with '
                      'leave_one_source_out.train, which trains the folds first.')
+  patients_lib.check_aggregation(config.eval.patient_aggregation)
   workdir = os.path.abspath(workdir)
   if data is None:
     data = runs.load_data(config.data, workdir, config.seed)

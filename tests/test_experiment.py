@@ -11,6 +11,7 @@ import pytest
 
 from configs import default
 from hybridcovid import errors, evaluate, experiment, leave_one_source_out, models
+from hybridcovid.evaluation import patients
 from hybridcovid.report import json_format, writer
 from hybridcovid.training import checkpoints, optimizers, train
 import data_trees
@@ -170,12 +171,40 @@ def test_every_metric_has_its_interval_and_the_operating_point_is_validations(tr
       os.path.join(trained.report_dir, 'report.md')).read()
 
 
+def test_the_report_decides_per_patient_at_a_threshold_fitted_on_validation_patients(trained):
+  saved = _read(os.path.join(trained.report_dir, writer.METRICS_FILE))['patient']
+  assert saved['images'] == 2 * saved['patients']  # Two images per patient.
+  kept = trained.kept['patient_operating_point']
+  if saved['aggregation'] == kept['aggregation']:
+    assert saved['operating_point']['threshold'] == kept['threshold']
+  with open(os.path.join(trained.report_dir, 'predictions.csv')) as f:
+    images = list(csv.DictReader(f))
+  with open(os.path.join(trained.report_dir, 'patient_predictions.csv')) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == saved['patients'] == sum(saved['test']['overall']['counts'].values())
+  for row in rows:
+    own = [float(image['probability']) for image in images
+           if (image['patient_id'], image['modality']) == (row['patient_id'], row['modality'])]
+    assert len(own) == int(row['images']) == 2
+    assert float(row['probability']) == pytest.approx(
+        patients.aggregate(own, saved['aggregation']), abs=1e-9)
+  markdown = open(os.path.join(trained.report_dir, 'report.md')).read()
+  assert '## Per patient' in markdown and '| Data | Patients | COVID |' in markdown
+
+
 def test_evaluating_again_gives_the_same_numbers(trained):
-  again = evaluate.evaluate(_config(trained.root, epochs=2), trained.workdir,
+  config = _config(trained.root, epochs=2)
+  config.eval.patient_aggregation = 'max'  # Fitted again on the validation patients.
+  again = evaluate.evaluate(config, trained.workdir,
                             leave_one_source_out.saved_results(trained.workdir))
   test = trained.saved['test']
   assert again['test']['overall']['counts'] == test['overall']['counts']
   np.testing.assert_allclose(again['test']['overall']['auc'], test['overall']['auc'])
+  assert trained.saved['patient']['operating_point']['aggregation'] == 'mean_logit'
+  assert again['patient']['operating_point']['aggregation'] == 'max'
+  config.eval.patient_aggregation = 'median'
+  with pytest.raises(errors.UserError, match='patient_aggregation'):
+    evaluate.evaluate(config, trained.workdir)
 
 
 def test_another_data_set_is_evaluated_whole_into_its_own_report(trained):
@@ -189,6 +218,9 @@ def test_another_data_set_is_evaluated_whole_into_its_own_report(trained):
   assert _same(_read(os.path.join(external_report, writer.METRICS_FILE))['test'],
                external['test'])
   assert 'leave_one_source_out' not in external  # About the run, not the external data.
+  # Without validation images, the patients' operating point is the one kept with the run.
+  assert external['patient']['operating_point']['threshold'] == (
+      trained.kept['patient_operating_point']['threshold'])
   refused = _config(trained.root, epochs=2)
   refused.data.held_out_source = 'cxr-site0'
   with pytest.raises(errors.UserError, match='held_out_source chooses what a model trains'):
@@ -251,6 +283,10 @@ def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(
   assert sum(result['test']['cxr']['counts'].values()) > 0
   assert sum(result['test']['ct']['counts'].values()) > 0
   assert (tmp_path / 'work' / writer.REPORT_DIR / 'report.md').is_file()
+  # Realmini's CT slices come in groups of 2-4 per patient, its radiographs one each.
+  by_patient, by_image = result['patient']['test'], result['test']
+  assert sum(by_patient['ct']['counts'].values()) < sum(by_image['ct']['counts'].values())
+  assert by_patient['cxr']['counts'] == by_image['cxr']['counts']
   record = checkpoints.RunCheckpoints(str(tmp_path / 'work')).best_record()
   assert record['config']['model']['conv_impl'] == 'xla'
   assert 0.0 <= result['test']['overall']['auc'] <= 1.0

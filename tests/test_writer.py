@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid.evaluation import bootstrap, calibration, groups, metrics
+from hybridcovid.evaluation import bootstrap, calibration, groups, metrics, patients
 from hybridcovid.report import formatting, writer
 from hybridcovid.report import figures as report_figures
 from hybridcovid.report import markdown as report_markdown
@@ -169,6 +169,54 @@ def test_a_test_sensitivity_short_of_the_target_beyond_its_interval_is_warned(tm
   markdown = (tmp_path / 'report.md').read_text()
   assert f"- **Sensitivity warning**: {point['warnings'][0]}" in markdown.split('## In short')[1]
   assert f"**Warning.** {point['warnings'][0]}" in markdown.split('## Operating point')[1]
+
+
+def test_patients_with_several_images_get_a_patient_table_beside_the_image_table(tmp_path):
+  predictions = _predictions()
+  for index, row in enumerate(predictions):  # 20 patients of two images of one class.
+    row['patient_id'] = f'p{index // 4 * 2 + index % 2}'
+  rows = patients.patient_rows(predictions, 'mean_logit')
+  point = patients.operating_point(predictions, 'mean_logit', 0.95)
+  result = _result(predictions)
+  result['patient'] = {
+      'aggregation': 'mean_logit', 'patients': 20, 'images': 40, 'mixed_labels': 0,
+      'test': _by_modality(rows),
+      'operating_point': {**point, 'test': _by_modality(rows, point['threshold']),
+                          'test_ece': 0.25, 'warnings': []}}
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION, rows)
+  markdown = (tmp_path / 'report.md').read_text()
+  images_part, patients_part = markdown.split('## Per patient')
+  image_row = next(line for line in images_part.splitlines() if line.startswith('| All |'))
+  assert image_row.split('|')[2:4] == [' 40 ', ' 20 ']
+  assert '| Data | Patients | COVID |' in patients_part
+  patient_row = next(line for line in patients_part.splitlines() if line.startswith('| All |'))
+  overall = result['patient']['test']['overall']
+  assert [cell.strip() for cell in patient_row.strip('|').split('|')][1:5] == [
+      '20', '10', f"{100 * overall['accuracy']:.2f}", f"{100 * overall['specificity']:.2f}"]
+  assert 'the logistic of the mean logit (log-odds)' in patients_part
+  assert '### Operating point and calibration per patient' in patients_part
+  assert f"Decision threshold {point['threshold']:.4f}" in patients_part
+  assert 'patient_predictions.csv and prediction give the raw probability only.' in patients_part
+  assert ('- Per patient (20 patients, one decision each): accuracy '
+          f"{100 * overall['accuracy']:.2f}%") in markdown.split('## In short')[1]
+  csv_rows = (tmp_path / 'patient_predictions.csv').read_text().splitlines()
+  assert csv_rows[0] == 'patient_id,modality,source,label,images,mixed_labels,probability'
+  assert len(csv_rows) == 21 and csv_rows[1].startswith('p0,cxr,source-cxr,0,2,False,')
+  for name in ('confusion_matrix', 'roc', 'reliability'):
+    with Image.open(tmp_path / f'patient_{name}.png') as image:
+      assert image.format == 'PNG'
+
+
+def test_patients_of_one_image_each_are_said_to_match_the_images(tmp_path):
+  predictions = [{**row, 'patient_id': row['key']} for row in _predictions()]
+  rows = patients.patient_rows(predictions, 'max')
+  result = _result(predictions)
+  result['patient'] = {'aggregation': 'max', 'patients': 40, 'images': 40, 'mixed_labels': 0,
+                       'test': _by_modality(rows)}
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION, rows)
+  patients_part = (tmp_path / 'report.md').read_text().split('## Per patient')[1]
+  assert 'every per-patient number is the per-image one' in patients_part
+  assert '| All |' not in patients_part.split('##')[0]
 
 
 def test_metrics_json_is_strict_json_with_null_for_undefined_metrics(tmp_path):

@@ -26,26 +26,27 @@ def _cell(values: dict, name: str) -> str:
   return f'{percent(values[name])} ({percent(low)}-{percent(high)}){mark}'
 
 
-def _few_images_note(by_group: dict) -> list[str]:
+def _few_images_note(by_group: dict, unit: str) -> list[str]:
   """The footnote for a table with marked intervals, or nothing."""
   if not any(values.get('too_few_images') for values in by_group.values()):
     return []
-  return ['', f'{FEW_IMAGES_MARK} Fewer than {bootstrap.MIN_IMAGES} images, or fewer than '
+  return ['', f'{FEW_IMAGES_MARK} Fewer than {bootstrap.MIN_IMAGES} {unit}, or fewer than '
           f'{bootstrap.MIN_IMAGES_PER_CLASS} of a class: the interval is too rough to trust '
-          '(it can shrink to a point from a handful of images).']
+          f'(it can shrink to a point from a handful of {unit}).']
 
 
-def metrics_table(by_group: dict, label: str = 'Data') -> str:
+def metrics_table(by_group: dict, label: str = 'Data', unit: str = 'images') -> str:
   """A Markdown table: one row per group, the paper's metrics in percent,
-  each with its confidence interval (low-high) where the group has them."""
-  header = [label, 'Images', 'COVID', *(short for _, short in TABLE_COLUMNS)]
+  each with its confidence interval (low-high) where the group has them;
+  `unit` names what the rows count (images or patients)."""
+  header = [label, unit.capitalize(), 'COVID', *(short for _, short in TABLE_COLUMNS)]
   rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for group, values in by_group.items():
     counts = values['counts']
     cells = [group_name(group), str(sum(counts.values())), str(counts['tp'] + counts['fn']),
              *(_cell(values, name) for name, _ in TABLE_COLUMNS)]
     rows.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(rows + _few_images_note(by_group))
+  return '\n'.join(rows + _few_images_note(by_group, unit))
 
 
 def _interval_note(result: dict) -> str:
@@ -76,8 +77,10 @@ def sensitivity_warnings(operating_point: dict) -> list[str]:
   return found
 
 
-def _calibration_text(operating_point: dict) -> str:
-  """What was done about calibration, why, and the test calibration error."""
+def _calibration_text(operating_point: dict, unit: str = 'image') -> str:
+  """What was done about calibration, why, and the test calibration error, for the
+  probabilities of each `unit` (image or patient)."""
+  csv_file = 'predictions.csv' if unit == 'image' else f'{unit}_predictions.csv'
   scaling = operating_point.get('scaling')
   ece = percent(operating_point['test_ece'])
   if 'test_ece_calibrated' in operating_point:
@@ -85,33 +88,69 @@ def _calibration_text(operating_point: dict) -> str:
             f"{operating_point['temperature']:.3f}, fitted on validation (above 1 means the "
             'raw probabilities were overconfident). Expected calibration error on test (10 '
             f"bins): {ece}% raw, {percent(operating_point['test_ece_calibrated'])}% "
-            'temperature-scaled; the calibrated COVID probability of each image is in '
-            'predictions.csv.')
+            f'temperature-scaled; the calibrated COVID probability of each {unit} is in '
+            f'{csv_file}.')
   return (f"{scaling['reason']} Expected calibration error on test (10 bins): {ece}%. "
-          'predictions.csv and prediction give the raw probability only.')
+          f'{csv_file} and prediction give the raw probability only.')
 
 
-def _operating_point_section(operating_point: dict | None) -> list[str]:
+def _operating_point_section(operating_point: dict | None,
+                             heading: str = '## Operating point and calibration',
+                             unit: str = 'image') -> list[str]:
   if not operating_point:
     return []
   threshold = operating_point['threshold']
   reached = operating_point['validation_sensitivity']
   lines = [
       '',
-      '## Operating point and calibration',
+      heading,
       '',
-      f"Both were fixed on the validation split, with the checkpoint, before the test split "
+      f"Both were fixed on the validation {unit}s, with the checkpoint, before the test split "
       f"was seen. Decision threshold {threshold:.4f}: the highest whose validation "
       f"sensitivity reaches {percent(operating_point['target_sensitivity'])}%"
       + (f' (it reached {percent(reached)}%).' if reached is not None else '.')
       + ' Test results at this threshold:',
       '',
       metrics_table({group: values for group, values in operating_point['test'].items()
-                     if not group.startswith('source:')}),
+                     if not group.startswith('source:')}, unit=f'{unit}s'),
   ]
   for warning in operating_point.get('warnings', []):
     lines += ['', f'**Warning.** {warning}']
-  return lines + ['', f'Calibration: {_calibration_text(operating_point)}']
+  return lines + ['', f'Calibration: {_calibration_text(operating_point, unit)}']
+
+
+AGGREGATION_TEXT = {'mean_logit': 'the logistic of the mean logit (log-odds)',
+                    'max': 'the largest probability', 'mean_probability': 'the mean probability'}
+
+
+def _patient_section(patient: dict | None) -> list[str]:
+  """The test results with one decision per patient, beside the per-image ones."""
+  if not patient:
+    return []
+  lines = ['', '## Per patient', '',
+           "Clinicians decide per patient: each test patient's images of one modality make one "
+           'study, whose COVID probability is '
+           f"{AGGREGATION_TEXT[patient['aggregation']]} of its images' "
+           f"(--config.eval.patient_aggregation). {patient['patients']} patients hold the "
+           f"{patient['images']} test images."]
+  if patient['patients'] == patient['images']:
+    return lines + ['', 'Each test patient has one image, so every per-patient number is the '
+                    'per-image one.']
+  if patient['mixed_labels']:
+    lines += ['', f"{patient['mixed_labels']} patients have both COVID and normal images; "
+              'each counts as COVID.']
+  lines += ['', 'Test results at 0.5:', '',
+            metrics_table({group: values for group, values in patient['test'].items()
+                           if not group.startswith('source:')}, unit='patients')]
+  sources = {group: values for group, values in patient['test'].items()
+             if group.startswith('source:')}
+  if len(sources) > 1:
+    lines += ['', metrics_table(sources, label='Source', unit='patients')]
+  lines += _operating_point_section(patient.get('operating_point'),
+                                    '### Operating point and calibration per patient', 'patient')
+  return lines + ['', '![Confusion matrices per patient](patient_confusion_matrix.png)', '',
+                  '![ROC curves per patient](patient_roc.png)', '',
+                  '![Reliability diagram per patient](patient_reliability.png)']
 
 
 def _shortcut_section(shortcut: dict | None) -> list[str]:
@@ -208,6 +247,25 @@ def _with_interval(values: dict, name: str) -> str:
   return f'{percent(values[name])}% (CI {percent(low)}-{percent(high)}%)'
 
 
+def _patient_summary(patient: dict | None) -> list[str]:
+  """The per-patient line of the summary, where patients have several images."""
+  if not patient or patient['patients'] == patient['images']:
+    return []
+  overall = patient['test']['overall']
+  line = (f"- Per patient ({patient['patients']} patients, one decision each): accuracy "
+          f"{_with_interval(overall, 'accuracy')}, AUC {_with_interval(overall, 'auc')}")
+  point = patient.get('operating_point')
+  if point:
+    at = point['test']['overall']
+    line += (f"; at the threshold fixed on validation patients ({point['threshold']:.4f}), "
+             f"sensitivity {_with_interval(at, 'recall')} and specificity "
+             f"{_with_interval(at, 'specificity')}")
+  lines = [line + '.']
+  for warning in (point or {}).get('warnings', []):
+    lines.append(f'- **Sensitivity warning per patient**: {warning}')
+  return lines
+
+
 def _summary_section(result: dict) -> list[str]:
   """The findings a reader needs first, each pointing to its section."""
   overall = result['test']['overall']
@@ -228,6 +286,7 @@ def _summary_section(result: dict) -> list[str]:
            f'- {decision}']
   for warning in (point or {}).get('warnings', []):
     lines.append(f'- **Sensitivity warning**: {warning}')
+  lines += _patient_summary(result.get('patient'))
   if point and 'test_ece_calibrated' in point:
     lines.append(f"- Calibration error on test: {percent(point['test_ece'])}% raw, "
                  f"{percent(point['test_ece_calibrated'])}% after temperature scaling.")
@@ -283,6 +342,7 @@ def markdown(result: dict, description: dict) -> str:
   if len(sources) > 1:
     lines += ['', '### By data source', '', metrics_table(sources, label='Source')]
   lines += _operating_point_section(result.get('operating_point'))
+  lines += _patient_section(result.get('patient'))
   lines += _shortcut_section(result.get('shortcut_probe'))
   lines += _leave_one_source_out_section(result.get('leave_one_source_out'), result['test'])
   lines += [

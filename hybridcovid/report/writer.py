@@ -2,7 +2,8 @@
 
 `WORKDIR/report/` holds `metrics.json`, `report.md`, `predictions.csv` (one
 row per test image), `confusion_matrix.png`, `roc.png`, `reliability.png`,
-`training_curves.png` and Grad-CAM explanations in `gradcam/`. Every number
+`training_curves.png`, Grad-CAM explanations in `gradcam/`, and the same
+decisions per patient: `patient_predictions.csv` and `patient_*.png`. Every number
 is computed from the predictions given; the test split is the one the selected
 checkpoint was evaluated on once.
 """
@@ -18,9 +19,15 @@ REPORT_DIR = 'report'
 METRICS_FILE = 'metrics.json'
 
 
-def write_predictions(predictions: Sequence[dict], path: str) -> None:
-  """predictions.csv: one row per image, the calibrated probability where there is one."""
-  fields = ('key', 'patient_id', 'modality', 'source', 'label', 'probability')
+IMAGE_FIELDS = ('key', 'patient_id', 'modality', 'source', 'label', 'probability')
+PATIENT_FIELDS = ('patient_id', 'modality', 'source', 'label', 'images', 'mixed_labels',
+                  'probability')
+
+
+def write_predictions(predictions: Sequence[dict], path: str,
+                      fields: Sequence[str] = IMAGE_FIELDS) -> None:
+  """A CSV of `predictions`, one row each, with the calibrated probability where there is one."""
+  fields = tuple(fields)
   if predictions and 'calibrated_probability' in predictions[0]:
     fields += ('calibrated_probability',)
   with open(path, 'w', newline='') as f:
@@ -29,8 +36,23 @@ def write_predictions(predictions: Sequence[dict], path: str) -> None:
     writer.writerows(predictions)
 
 
+def _plot_decisions(predictions: Sequence[dict], point: dict | None, report_dir: str,
+                    prefix: str = '', unit: str = '') -> None:
+  """The confusion matrices, ROC curves and reliability diagram of `predictions`, at the
+  threshold of `point` (fixed on validation) where there is one, else 0.5."""
+  threshold = point['threshold'] if point else 0.5
+  label = unit + figures.threshold_label(threshold, bool(point))
+  figures.plot_confusion_matrices(
+      predictions, os.path.join(report_dir, f'{prefix}confusion_matrix.png'), threshold, label)
+  figures.plot_roc_curves(predictions, os.path.join(report_dir, f'{prefix}roc.png'), threshold,
+                          label)
+  figures.plot_reliability(predictions, os.path.join(report_dir, f'{prefix}reliability.png'),
+                           threshold, label)
+
+
 def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
-                 history: Sequence[dict], description: dict) -> None:
+                 history: Sequence[dict], description: dict,
+                 patient_predictions: Sequence[dict] = ()) -> None:
   """Writes every report file into `report_dir`.
 
   Args:
@@ -41,7 +63,9 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
       level, resamples and unit) and `operating_point` (from
       `calibration.operating_point`, plus `test` metrics per group at its
       threshold, `warnings` (`markdown.sensitivity_warnings`), the test ECE raw and,
-      where scaling is used, calibrated), `shortcut_probe` (from
+      where scaling is used, calibrated), `patient` (the same per patient:
+      `aggregation`, `patients`, `images`, `mixed_labels`, `test` and
+      optionally `operating_point`), `shortcut_probe` (from
       `probe.shortcut_probe`), `leave_one_source_out` ({source: overall test
       metrics of the model trained without it, or 'skipped'}) and
       `explanations` (the threshold and one row per Grad-CAM image written
@@ -54,6 +78,9 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
     description: title, model, image_size, data, split, epochs and provenance
       (how the evaluated images were used) as text, and optional notes, for
       report.md.
+    patient_predictions: with `result['patient']`, one dict per test patient
+      and modality (`patients.patient_rows`), written to patient_predictions.csv
+      and drawn as patient_*.png.
   """
   os.makedirs(report_dir, exist_ok=True)
   json_format.write_json(os.path.join(report_dir, METRICS_FILE),
@@ -61,14 +88,12 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
   write_predictions(predictions, os.path.join(report_dir, 'predictions.csv'))
   # The figures show the decision a deployment would make: at the threshold
   # fixed on validation where there is one.
-  point = result.get('operating_point')
-  threshold = point['threshold'] if point else result['test']['overall']['threshold']
-  label = figures.threshold_label(threshold, bool(point))
-  figures.plot_confusion_matrices(
-      predictions, os.path.join(report_dir, 'confusion_matrix.png'), threshold, label)
-  figures.plot_roc_curves(predictions, os.path.join(report_dir, 'roc.png'), threshold, label)
-  figures.plot_reliability(predictions, os.path.join(report_dir, 'reliability.png'), threshold,
-                           label)
+  _plot_decisions(predictions, result.get('operating_point'), report_dir)
+  if patient_predictions:
+    write_predictions(patient_predictions, os.path.join(report_dir, 'patient_predictions.csv'),
+                      PATIENT_FIELDS)
+    _plot_decisions(patient_predictions, result['patient'].get('operating_point'), report_dir,
+                    'patient_', 'per patient, ')
   figures.plot_training_curves(history, os.path.join(report_dir, 'training_curves.png'),
                                result['selected_epoch'])
   with open(os.path.join(report_dir, 'report.md'), 'w') as f:
