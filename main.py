@@ -24,7 +24,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
 _INPUT = flags.DEFINE_multi_string(
-    'input', [], '--mode=predict: an image file or a folder of them (repeat for more).')
+    'input', [], '--mode=predict: an image file, a folder of them, or a CSV file with a path '
+    'column and optionally a patient_id column (repeat for more).')
+_STUDIES = flags.DEFINE_enum(
+    'studies', 'tagged', ['tagged', 'folder'],
+    '--mode=predict: how images group into studies, each given one decision '
+    '(WORKDIR/predict/studies.csv). tagged: by the patient_id column of a CSV --input, else '
+    "by a DICOM file's StudyInstanceUID, else each image alone. folder: the same, but the "
+    'untagged images of one folder make one study.')
 _EXPLAIN = flags.DEFINE_boolean(
     'explain', False, '--mode=predict: also write a Grad-CAM PNG of each decision, one '
     'heat map per backbone, to WORKDIR/predict/gradcam/.')
@@ -143,7 +150,7 @@ def main(argv: list[str]) -> None:
       evaluate.evaluate(config, workdir, leave_one_source_out.saved_results(workdir))
     elif _MODE.value == 'predict':
       from hybridcovid import predict
-      predict.predict(workdir, _INPUT.value, _EXPLAIN.value)
+      predict.predict(workdir, _INPUT.value, _EXPLAIN.value, _STUDIES.value == 'folder')
     elif _MODE.value == 'summary':
       summary.summarize(config, workdir)
     elif _MODE.value == 'benchmark':

@@ -7,9 +7,17 @@ temperature-scaled one where the run found scaling to help (see
 `calibration`), and the decision at the threshold fixed on the validation split,
 and on request the path of a Grad-CAM PNG of the decision. Files that cannot
 be read are listed with the reason (in the CSV's `problem` column, after the
-scored ones); the others are still scored. Both files are replaced only once
-scoring has succeeded: a run that fails, or scores nothing, leaves the
-previous results as they were.
+scored ones); the others are still scored.
+
+Images also group into studies, each given one decision as the report gives
+each test patient one (`patients`): by the `patient_id` column of a CSV of
+inputs, else by a DICOM file's StudyInstanceUID, else, with
+`studies_by_folder`, by the folder; any other image is a study of its own.
+`studies.csv` and the JSON's `studies` hold a row per study, at the threshold
+and temperature the run fitted on its validation patients.
+
+Every file is replaced only once scoring has succeeded: a run that fails, or
+scores nothing, leaves the previous results as they were.
 """
 
 import csv
@@ -23,15 +31,18 @@ import tqdm
 
 from hybridcovid import errors, models
 from hybridcovid.data import resize
-from hybridcovid.evaluation import calibration, explain, feature_distance
+from hybridcovid.evaluation import calibration, explain, feature_distance, patients
 from hybridcovid.report import json_format
 from hybridcovid.training import checkpoints, parallel, train
 
 PREDICT_DIR = 'predict'
 CSV_FILE = 'predictions.csv'
 JSON_FILE = 'predictions.json'
-CSV_FIELDS = ('path', 'modality', 'probability', 'calibrated_probability', 'decision',
+STUDIES_FILE = 'studies.csv'
+CSV_FIELDS = ('path', 'study', 'modality', 'probability', 'calibrated_probability', 'decision',
               'feature_distance', 'unlike_training_data', 'problem', 'gradcam')
+STUDY_FIELDS = ('study', 'modality', 'images', 'probability', 'calibrated_probability',
+                'decision')
 MISSING = 'no such file or folder'
 _SHOWN_PROBLEMS = 3
 
@@ -40,18 +51,65 @@ class PredictionError(errors.UserError):
   """Nothing could be scored; the message names the inputs and why."""
 
 
-def input_files(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
-  """Every file named or inside a named folder (sorted), and the paths that do not exist."""
-  files, missing = [], []
+def _listed_files(csv_path: str) -> list[tuple[str, str]]:
+  """(path, patient id or '') of each row of a CSV of inputs; relative paths are relative
+  to the CSV's folder."""
+  with open(csv_path, newline='') as f:
+    reader = csv.DictReader(f)
+    if 'path' not in (reader.fieldnames or ()):
+      raise errors.UserError(
+          f'{csv_path}: a CSV of inputs needs a path column (and, to group images into '
+          f'studies, a patient_id column); its header is {reader.fieldnames}. Add them, or '
+          'name the images or their folders with --input instead.')
+    folder = os.path.dirname(os.path.abspath(csv_path))
+    return [(os.path.normpath(os.path.join(folder, row['path'])),
+             (row.get('patient_id') or '').strip())
+            for row in reader]
+
+
+def input_files(paths: Sequence[str]) -> tuple[list[str], dict[str, str], list[dict]]:
+  """Every file named, inside a named folder (sorted) or listed in a named CSV file (its
+  path column), the study each CSV row names in its patient_id column, and the paths
+  that do not exist."""
+  files, studies, missing = [], {}, []
   for path in paths:
     if os.path.isdir(path):
       for folder, _, names in sorted(os.walk(path)):
         files += [os.path.join(folder, name) for name in sorted(names)]
+    elif os.path.isfile(path) and path.lower().endswith('.csv'):
+      for listed, patient in _listed_files(path):
+        files.append(listed)
+        if patient:
+          studies[listed] = patient
     elif os.path.isfile(path):
       files.append(path)
     else:
       missing.append({'path': path, 'reason': MISSING})
-  return files, missing
+  return files, studies, missing
+
+
+def _kept_operating_point(record: dict, name: str, what: str) -> dict:
+  """The operating point `name` of the checkpoint's `record`, or for runs that kept none,
+  threshold 0.5 without scaling, with a warning."""
+  point = record.get(name)
+  if point:
+    return point
+  logging.warning('This run kept no operating point for %s (trained by an older version): the '
+                  'threshold is 0.5 and probabilities are not calibrated.', what)
+  return {'threshold': 0.5, 'temperature': 1.0, 'aggregation': 'mean_logit',
+          'scaling': {'used': False, 'reason': 'No temperature was fitted.'}}
+
+
+def _decide(rows: list[dict], point: dict) -> bool:
+  """Gives each row its decision at `point`'s threshold and, where `point` scales, its
+  calibrated probability; returns whether it scales."""
+  scaled = calibration.scaling_used(point)
+  for row in rows:
+    if scaled:
+      row['calibrated_probability'] = float(calibration.apply_temperature(
+          row['probability'], point['temperature']))
+    row['decision'] = 'COVID' if row['probability'] >= point['threshold'] else 'normal'
+  return scaled
 
 
 def _explain(model, variables, images, rows, threshold, output_dir, batch_size) -> None:
@@ -142,13 +200,16 @@ def _describe(record: dict, trained: ml_collections.ConfigDict, best_dir: str) -
           f'{trained.data.image_size} images ({trained.data.resize}).')
 
 
-def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> dict:
-  """Scores `inputs` (files or folders) with the run in `workdir`; writes WORKDIR/predict/.
+def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False,
+            studies_by_folder: bool = False) -> dict:
+  """Scores `inputs` (files, folders or CSV files listing images) with the run in
+  `workdir`; writes WORKDIR/predict/.
 
   With `with_gradcam`, each image also gets a Grad-CAM PNG in
   WORKDIR/predict/gradcam/, named in its row with each backbone's share of the
-  evidence (in the JSON). Raises PredictionError, and writes nothing, when
-  not one image can be scored.
+  evidence (in the JSON). With `studies_by_folder`, the images of one folder
+  that neither a CSV nor their DICOM header assigns make one study. Raises
+  PredictionError, and writes nothing, when not one image can be scored.
   """
   if not inputs:
     raise errors.UserError('--mode=predict needs --input=PATH (a file or folder; repeat the '
@@ -160,7 +221,7 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
   trained = ml_collections.ConfigDict(record['config'])
   logging.info('%s', _describe(
       record, trained, os.path.join(workdir, checkpoints.BEST_DIR, str(record['epoch']))))
-  files, problems = input_files(inputs)
+  files, listed_studies, problems = input_files(inputs)
   if not files:
     raise _nothing_scored(inputs, problems, output_dir)
 
@@ -188,23 +249,20 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
     features.append(outputs['features'][:len(batch)])
   _check_familiar(record.get('feature_reference'), np.concatenate(features), rows)
 
-  operating_point = record.get('operating_point')
-  if not operating_point:
-    logging.warning('This run kept no operating point (trained by an older version): the '
-                    'threshold is 0.5 and probabilities are not calibrated.')
-    operating_point = {'threshold': 0.5, 'temperature': 1.0,
-                       'scaling': {'used': False, 'reason': 'No temperature was fitted.'}}
+  operating_point = _kept_operating_point(record, 'operating_point', 'images')
   threshold, temperature = operating_point['threshold'], operating_point['temperature']
-  scaled = calibration.scaling_used(operating_point)
+  for row, probability in zip(rows, probabilities):
+    row['probability'] = probability
+    dicom_study = row.pop('study')
+    row['study'] = (listed_studies.get(row['path']) or dicom_study
+                    or (os.path.dirname(row['path']) if studies_by_folder else row['path']))
+  scaled = _decide(rows, operating_point)
   if not scaled:
     logging.info('Raw probabilities, not temperature-scaled: %s',
                  operating_point['scaling']['reason'])
-  for row, probability in zip(rows, probabilities):
-    row['probability'] = probability
-    if scaled:
-      row['calibrated_probability'] = float(calibration.apply_temperature(probability,
-                                                                          temperature))
-    row['decision'] = 'COVID' if probability >= threshold else 'normal'
+  study_point = _kept_operating_point(record, 'patient_operating_point', 'studies')
+  studies = patients.patient_rows(rows, study_point['aggregation'], key='study')
+  studies_scaled = _decide(studies, study_point)
 
   os.makedirs(output_dir, exist_ok=True)
   if with_gradcam:
@@ -212,10 +270,16 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
              os.path.join(output_dir, explain.GRADCAM_DIR), batch_size)
   result = {'checkpoint_epoch': record['epoch'], 'threshold': threshold,
             'temperature': temperature if scaled else None, 'predictions': rows,
-            'unreadable': problems}
+            'unreadable': problems,
+            'study_aggregation': study_point['aggregation'],
+            'study_threshold': study_point['threshold'],
+            'study_temperature': study_point['temperature'] if studies_scaled else None,
+            'studies': studies}
   fields = [field for field in CSV_FIELDS
             if (field != 'calibrated_probability' or scaled)
             and (field != 'gradcam' or with_gradcam)]
+  study_fields = [field for field in STUDY_FIELDS
+                  if field != 'calibrated_probability' or studies_scaled]
 
   def write_csv(f: TextIO) -> None:
     writer = csv.DictWriter(f, fields, extrasaction='ignore')
@@ -224,8 +288,14 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
     writer.writerows({'path': problem['path'], 'problem': problem['reason']}
                      for problem in problems)
 
+  def write_studies(f: TextIO) -> None:
+    writer = csv.DictWriter(f, study_fields, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(studies)
+
   csv_path = os.path.join(output_dir, CSV_FILE)
   _replace_files({csv_path: write_csv,
+                  os.path.join(output_dir, STUDIES_FILE): write_studies,
                   os.path.join(output_dir, JSON_FILE): lambda f: json_format.dump_json(result, f)})
   for problem in problems:
     logging.warning('Not scored: %s: %s', problem['path'], problem['reason'])
@@ -235,4 +305,8 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False) -> 
   logging.info('Scored %d images (%d COVID at threshold %.4f), skipped %d; wrote %s.',
                len(rows), sum(row['decision'] == 'COVID' for row in rows), threshold,
                len(problems), csv_path)
+  logging.info('%d studies (%d COVID at threshold %.4f, %s of their images); wrote %s.',
+               len(studies), sum(row['decision'] == 'COVID' for row in studies),
+               study_point['threshold'], study_point['aggregation'].replace('_', ' '),
+               os.path.join(output_dir, STUDIES_FILE))
   return result

@@ -119,6 +119,11 @@ def test_cxr_dicom_applies_its_window_before_the_stretch(tmp_path):
   assert info == decode.ImageInfo('dicom', 2, 3, 'MONOCHROME2', 12)
 
 
+def test_a_dicom_names_its_study(tmp_path):
+  path = write_dicom(tmp_path / 'slice.dcm', np.zeros((2, 2), np.uint8), Modality='CT',
+                     StudyInstanceUID='1.2.826.0.1.3680043.8.498.1')
+  assert decode.read_image(path)[1].study == '1.2.826.0.1.3680043.8.498.1'
+
 def test_rgb_dicom_is_used_as_is(tmp_path):
   source = _smooth_rgb(3, 4)
   path = write_dicom(tmp_path / 'colour.dcm', source)

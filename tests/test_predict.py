@@ -9,7 +9,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid import experiment, predict
+from hybridcovid import errors, experiment, predict
+from hybridcovid.data.dicom_files import write_dicom
+from hybridcovid.evaluation import patients
 from hybridcovid.training import checkpoints
 import data_trees
 import test_experiment
@@ -66,7 +68,7 @@ def test_a_failed_run_leaves_the_previous_results_as_they_were(root, monkeypatch
   workdir = str(root / 'work')
   predict.predict(workdir, [str(root / 'images' / 'cxr' / 'COVID')])
   before = _results(root)
-  assert set(before) == {'predictions.csv', 'predictions.json'}
+  assert set(before) == {'predictions.csv', 'predictions.json', 'studies.csv'}
   with pytest.raises(predict.PredictionError, match=(
       f'^Nothing to score: {root}/bad/broken.png: truncated or corrupt PNG .*; '
       f'{root}/bad/notes.txt: not a PNG, JPEG or DICOM file .*Fix or replace the files that '
@@ -129,6 +131,73 @@ def test_images_unlike_the_training_data_are_flagged_and_warned_about(root, capl
   warnings = [record.getMessage() for record in caplog.records if record.levelname == 'WARNING']
   [warning] = [line for line in warnings if 'look unlike the data' in line]
   assert f'({root}/foreign/noise.png)' in warning
+
+
+def _studies(root) -> list[dict]:
+  with open(root / 'work' / predict.PREDICT_DIR / predict.STUDIES_FILE) as f:
+    return list(csv.DictReader(f))
+
+
+def _check_study_decisions(root, result, expected):
+  """Each study of `result` holds the images `expected` ({study: image file names}) says,
+  its probability aggregates theirs, and its decision is at the validation patients'
+  threshold."""
+  point = checkpoints.open_trained_run(str(root / 'work')).best_record()[
+      'patient_operating_point']
+  assert result['study_threshold'] == point['threshold']
+  assert {row['study']: sorted(os.path.basename(image['path']) for image in result['predictions']
+                               if image['study'] == row['study'])
+          for row in result['studies']} == expected
+  for row in result['studies']:
+    own = [image['probability'] for image in result['predictions']
+           if image['study'] == row['study']]
+    assert row['images'] == len(own)
+    assert row['probability'] == pytest.approx(patients.aggregate(own, point['aggregation']))
+    assert row['decision'] == ('COVID' if row['probability'] >= point['threshold'] else 'normal')
+  written = _studies(root)
+  assert [(row['study'], int(row['images']), row['decision']) for row in written] == [
+      (row['study'], row['images'], row['decision']) for row in result['studies']]
+
+
+def test_each_folder_is_a_study_when_asked(root):
+  folder = root / 'images' / 'cxr'
+  result = predict.predict(str(root / 'work'), [str(folder)], studies_by_folder=True)
+  _check_study_decisions(root, result, {
+      str(folder / 'COVID'): ['0_0.png', '1_0.png', '2_0.png', '3_0.png'],
+      str(folder / 'Normal'): ['0_0.png', '1_0.png', '2_0.png', '3_0.png']})
+  # Without the flag every image is its own study.
+  alone = predict.predict(str(root / 'work'), [str(folder)])
+  assert [row['images'] for row in alone['studies']] == [1] * 8
+
+
+def test_a_csv_of_inputs_groups_images_by_its_patient_id(root):
+  (root / 'lists').mkdir(exist_ok=True)
+  listing = root / 'lists' / 'inputs.csv'
+  listing.write_text('path,patient_id\n../images/ct/COVID/0_0.png,x\n'
+                     '../images/ct/COVID/1_0.png,x\n../images/ct/Normal/0_0.png,y\n'
+                     '../images/ct/Normal/1_0.png,\n')
+  result = predict.predict(str(root / 'work'), [str(listing)])
+  _check_study_decisions(root, result, {'x': ['0_0.png', '1_0.png'], 'y': ['0_0.png'],
+                                        str(root / 'images' / 'ct' / 'Normal' / '1_0.png'):
+                                        ['1_0.png']})
+  (root / 'lists' / 'bad.csv').write_text('file,patient\na.png,1\n')
+  with pytest.raises(errors.UserError, match=f'^{root}/lists/bad.csv: a CSV of inputs needs a '
+                     "path column .*its header is \\['file', 'patient'\\]"):
+    predict.predict(str(root / 'work'), [str(root / 'lists' / 'bad.csv')])
+
+
+def test_dicom_files_of_one_study_get_one_decision(root):
+  folder = root / 'dicom'
+  folder.mkdir(exist_ok=True)
+  with Image.open(root / 'images' / 'ct' / 'COVID' / '0_0.png') as image:
+    pixels = np.asarray(image.convert('L'))
+  for index, study in enumerate(['1.2.3.1', '1.2.3.1', '1.2.3.2']):
+    write_dicom(folder / f'slice{index}.dcm', np.roll(pixels, index, axis=0), Modality='CT',
+                StudyInstanceUID=study)
+  result = predict.predict(str(root / 'work'), [str(folder)], studies_by_folder=True)
+  _check_study_decisions(root, result, {'1.2.3.1': ['slice0.dcm', 'slice1.dcm'],
+                                        '1.2.3.2': ['slice2.dcm']})
+  assert {row['modality'] for row in result['studies']} == {'ct'}
 
 
 @contextlib.contextmanager

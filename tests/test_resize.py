@@ -60,7 +60,7 @@ def test_read_resized_scores_readable_files_and_names_the_others(tmp_path):
   expected = resize.resize(np.repeat(grey[..., None], 3, axis=-1), 32, 'pad')
   assert len(images) == 1
   np.testing.assert_array_equal(images[0], expected)
-  assert rows == [{'path': str(tmp_path / 'cxr.png'), 'modality': 'unknown'}]
+  assert rows == [{'path': str(tmp_path / 'cxr.png'), 'modality': 'unknown', 'study': None}]
   assert [problem['path'] for problem in problems] == [str(tmp_path / 'notes.txt')]
   assert 'not a PNG, JPEG or DICOM file' in problems[0]['reason']
 

@@ -66,6 +66,7 @@ class ImageInfo:
   mode: str  # Pillow mode ('L', 'I;16', 'RGB', ...) or DICOM PhotometricInterpretation.
   bits: int  # Bits per sample in the file; for DICOM, BitsStored.
   modality: str | None = None  # From a DICOM Modality tag: 'ct', 'cxr' (CR, DX) or None.
+  study: str | None = None  # A DICOM's StudyInstanceUID, where it has one.
 
 
 def read_image(
@@ -202,7 +203,8 @@ def _decode_dicom(
                         'Replace the file') from error
   height, width = rgb.shape[:2]
   return rgb, ImageInfo('dicom', height, width, photometric, bits,
-                       DICOM_MODALITIES.get(str(dataset.get('Modality', ''))))
+                       DICOM_MODALITIES.get(str(dataset.get('Modality', ''))),
+                       str(dataset.get('StudyInstanceUID', '')) or None)
 
 
 def _fraction_to_uint8(fraction: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
 def read_resized(paths: Sequence[str], data_config: ml_collections.ConfigDict
                  ) -> tuple[list[np.ndarray], list[dict], list[dict]]:
   """Model inputs as training resized them: (images, a row per readable file with its
-  path and modality, a problem per unreadable file with its path and the reason, a
+  path, modality and DICOM study (or None), a problem per unreadable file with its path and the reason, a
   sentence without the path).
 
   Images are first bounded as preparation stored them; configs of runs that
@@ -86,5 +86,5 @@ def read_resized(paths: Sequence[str], data_config: ml_collections.ConfigDict
       problems.append({'path': path, 'reason': error.reason})
       continue
     images.append(resize(bounded(image, max_side), data_config.image_size, data_config.resize))
-    rows.append({'path': path, 'modality': info.modality or 'unknown'})
+    rows.append({'path': path, 'modality': info.modality or 'unknown', 'study': info.study})
   return images, rows, problems
