@@ -1,15 +1,20 @@
 """This project's runs of the paper's experiments beside the paper's reported numbers.
 
 `python -m hybridcovid.report.paper --runs_dir=DIR` reads, for each experiment of
-`scripts/reproduce_paper.sh`, `DIR/<experiment>/report/metrics.json` and
-`DIR/<experiment>/audit.json`, and writes `DIR/paper_table.md`: every cell of
-the paper's Tables 2-4 (Az, Sp, Re, F-M) beside our test results with their
-confidence intervals, then the paper's Table 1 (images per class) beside the
-images each run loaded.
+`scripts/reproduce_paper.sh`, `report/metrics.json` and `audit.json` of its run
+`DIR/<experiment>/`, or of each of its repeated runs `DIR/<experiment>/seed-<N>/`,
+and writes `DIR/paper_table.md`: every cell of the paper's Tables 2-4 (Az, Sp,
+Re, F-M) beside our test results with their confidence intervals, or, for
+repeated runs, their mean and standard deviation across seeds, whether the
+paper's number lies within mean +- 2 sd, and each run with its intervals; then
+the paper's Table 1 (images per class) beside the images each run loaded.
 """
 
 import json
 import os
+import re
+
+import numpy as np
 
 from absl import app
 from absl import flags
@@ -47,6 +52,10 @@ PAPER_DATA = {'cxr': {'covid': 3923, 'normal': 3960}, 'ct': {'covid': 1323, 'nor
 DATA_COLUMNS = tuple((modality, label) for modality in PAPER_DATA for label in ('covid', 'normal'))
 CLASS_TITLES = dict(zip(sources.CLASS_NAMES, sources.LABEL_NAMES))
 TABLE_FILE = 'paper_table.md'
+SEED_PREFIX = 'seed-'
+# The paper's number lies inside our spread when within this many standard
+# deviations (across seeds) of our mean.
+SPREAD_SDS = 2
 HYBRID_NOTE = ('The paper gives the Figure 1 model (ResNet50 and EfficientNetB0 feature maps '
                'concatenated) no number of its own. Its Table 4 ("hybrid": chest X-ray and CT '
                'together) has one row per backbone, read here as that backbone trained on both '
@@ -84,6 +93,66 @@ def _ours(values: dict, name: str) -> str:
   return f'{formatting.percent(value)} ({formatting.percent(low)}-{formatting.percent(high)})'
 
 
+def run_dirs(runs_dir: str, name: str) -> dict[str, str]:
+  """{label: folder} of the runs of experiment `name`: its folder itself, and each
+  `seed-<N>` folder in it, in order of N."""
+  folder = os.path.join(runs_dir, name)
+  found = {name: folder}
+  if os.path.isdir(folder):
+    seeds = [entry for entry in os.listdir(folder)
+             if re.fullmatch(f'{SEED_PREFIX}[0-9]+', entry)]
+    for entry in sorted(seeds, key=lambda entry: int(entry[len(SEED_PREFIX):])):
+      found[entry] = os.path.join(folder, entry)
+  return found
+
+
+def _results(runs_dir: str, name: str) -> dict[str, dict]:
+  """{label: metrics.json} of the finished runs of experiment `name`."""
+  results = {label: _read_json(os.path.join(folder, writer.REPORT_DIR, writer.METRICS_FILE))
+             for label, folder in run_dirs(runs_dir, name).items()}
+  return {label: result for label, result in results.items() if result is not None}
+
+
+def _defined(values) -> np.ndarray:
+  return np.array([value for value in values if not formatting.undefined(value)], np.float64)
+
+
+def _spread(values) -> str:
+  """'mean ± sd' in percent of the defined `values` (one run each)."""
+  defined = _defined(values)
+  if len(defined) < 2:
+    return formatting.percent(defined[0]) if len(defined) else formatting.percent(None)
+  return (f'{formatting.percent(np.mean(defined))} ± '
+          f'{formatting.percent(np.std(defined, ddof=1))}')
+
+
+def _inside_spread(values, paper: str) -> bool | None:
+  """Whether the paper's number (a printed percentage) lies within SPREAD_SDS standard
+  deviations of the mean of `values`; None with fewer than two defined values."""
+  defined = _defined(values)
+  if len(defined) < 2:
+    return None
+  return bool(abs(float(paper) / 100 - np.mean(defined))
+              <= SPREAD_SDS * np.std(defined, ddof=1) + 1e-12)
+
+
+def _verdict(results: dict[str, dict], paper) -> str:
+  """Which of the paper's cells lie inside the spread of our repeated runs."""
+  if paper[0] == '-':
+    return '-'
+  inside, outside = [], []
+  for (key, short), printed in zip(COLUMNS, paper):
+    found = _inside_spread([result['test']['overall'].get(key) for result in results.values()],
+                           printed)
+    if found is not None:
+      (inside if found else outside).append(short)
+  if not inside and not outside:
+    return '-'
+  return '; '.join(part for part in (f'inside: {", ".join(inside)}' if inside else '',
+                                     f'outside: {", ".join(outside)}' if outside else '')
+                   if part)
+
+
 def _modalities_name(modalities) -> str:
   return '+'.join(modality.upper() for modality in modalities)
 
@@ -102,34 +171,55 @@ def _interval_note(settings: dict[str, dict]) -> str:
 
 
 def results_table(runs_dir: str) -> list[str]:
-  """The paper's Tables 2-4 beside our test results, one row per experiment."""
+  """The paper's Tables 2-4 beside our test results, one row per experiment; with
+  repeated runs, their mean and sd, whether the paper lies inside that spread, and
+  each run with its intervals."""
+  all_results = {name: _results(runs_dir, name) for name, _, _ in EXPERIMENTS}
+  repeated = any(len(results) > 1 for results in all_results.values())
   lines = _header(['Experiment', 'Data', 'Model', 'Paper row',
                    *(f'{short} ours' for _, short in COLUMNS),
-                   *(f'{short} paper' for _, short in COLUMNS)])
-  missing, settings = [], {}
+                   *(f'{short} paper' for _, short in COLUMNS),
+                   *([f'Paper within mean ± {SPREAD_SDS} sd'] if repeated else [])])
+  missing, settings, runs = [], {}, []
   for name, modalities, model in EXPERIMENTS:
-    result = _read_json(os.path.join(runs_dir, name, writer.REPORT_DIR, writer.METRICS_FILE))
-    if result is None:
+    results = all_results[name]
+    if not results:
       missing.append(name)
-      ours = {}
-    else:
-      ours = result['test']['overall']
+    for label, result in results.items():
       if 'intervals' in result:
-        settings[name] = result['intervals']
+        settings[label] = result['intervals']
+      runs.append(_row([name, label, *(_ours(result['test']['overall'], key)
+                                       for key, _ in COLUMNS)]))
     if name in PAPER_RESULTS:
       table, paper_row, paper = PAPER_RESULTS[name]
       source = f'{table} {paper_row}'
     else:
       source, paper = 'none: the paper gives this model no number of its own', ('-',) * 4
-    lines.append(_row([name, _modalities_name(modalities), model, source,
-                       *(_ours(ours, key) for key, _ in COLUMNS), *paper]))
-  lines += ['', 'Percentages. Ours: the checkpoint chosen on the validation split, evaluated '
-            'once on the patient-level test split (the paper split per image); see each '
-            'run\'s report/report.md for every metric and the per-modality rows.'
-            + _interval_note(settings) + ' Paper: as printed in its Tables 2-4.',
-            '', HYBRID_NOTE]
+    if len(results) > 1:
+      ours = [_spread([result['test']['overall'].get(key) for result in results.values()])
+              for key, _ in COLUMNS]
+    else:
+      overall = next(iter(results.values()))['test']['overall'] if results else {}
+      ours = [_ours(overall, key) for key, _ in COLUMNS]
+    lines.append(_row([name, _modalities_name(modalities), model, source, *ours, *paper,
+                       *([_verdict(results, paper) if len(results) > 1 else '-']
+                         if repeated else [])]))
+  ours_note = ('the checkpoint chosen on the validation split, evaluated once on the '
+               'patient-level test split (the paper split per image)')
+  if repeated:
+    ours_note = (f'mean ± standard deviation over the runs of an experiment with '
+                 f'different seeds (each seed draws its own split and initialisation), each '
+                 f'run {ours_note}; a single run shows its value with its interval. "Paper '
+                 f'within" names the paper\'s cells that lie within {SPREAD_SDS} standard '
+                 'deviations of our mean')
+  lines += ['', f'Percentages. Ours: {ours_note}; see each run\'s report/report.md for every '
+            'metric and the per-modality rows.' + _interval_note(settings)
+            + ' Paper: as printed in its Tables 2-4.', '', HYBRID_NOTE]
   if missing:
     lines += ['', f'Not run yet (no report/metrics.json): {", ".join(missing)}.']
+  if repeated:
+    lines += ['', '### Each run', '', *_header(['Experiment', 'Run',
+                                                 *(short for _, short in COLUMNS)]), *runs]
   return lines
 
 
@@ -169,7 +259,9 @@ def data_table(runs_dir: str) -> list[str]:
                      *(f'{PAPER_DATA[modality][label]:,}' for modality, label in DATA_COLUMNS),
                      '']))
   for name, modalities, _ in EXPERIMENTS:
-    audit = _read_json(os.path.join(runs_dir, name, loading.AUDIT_FILE))
+    # Repeated runs load the same images; the first run's audit speaks for them.
+    audit = next(filter(None, (_read_json(os.path.join(folder, loading.AUDIT_FILE))
+                               for folder in run_dirs(runs_dir, name).values())), None)
     if audit is None:
       lines.append(_row([name, *('-' * len(DATA_COLUMNS)), f'no {loading.AUDIT_FILE}']))
       continue
