@@ -75,3 +75,4 @@ def test_the_operating_point_is_fitted_on_the_patients():
   assert point['threshold'] == 0.8
   assert point['validation_sensitivity'] == 0.5
   assert point['aggregation'] == 'max'
+  assert 'patients it was not fitted on' in point['scaling']['reason']

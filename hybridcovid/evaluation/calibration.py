@@ -130,24 +130,25 @@ def cross_validated_scaling(labels: np.ndarray, probabilities: np.ndarray,
           'ece_scaled': expected_calibration_error(labels, scaled)}
 
 
-def _scaling_decision(checked: dict | None) -> tuple[bool, str]:
-  """Whether to scale, given `cross_validated_scaling`, and why, in a sentence."""
+def _scaling_decision(checked: dict | None, unit: str) -> tuple[bool, str]:
+  """Whether to scale, given `cross_validated_scaling`, and why, in a sentence about
+  `unit`s (images or patients)."""
   if checked is None:
     return False, ('There are too few validation patients, or one class only, to check '
-                   'that temperature scaling helps images it was not fitted on, so the raw '
+                   f'that temperature scaling helps {unit} it was not fitted on, so the raw '
                    'probabilities are kept.')
   numbers = (f"cross-validated over {checked['folds']} folds of validation patients, "
              f"log-loss {checked['nll_raw']:.4f} raw against {checked['nll_scaled']:.4f} "
              f"scaled, calibration error {100 * checked['ece_raw']:.2f}% against "
              f"{100 * checked['ece_scaled']:.2f}%")
   if checked['nll_scaled'] < checked['nll_raw'] and checked['ece_scaled'] < checked['ece_raw']:
-    return True, f'Temperature scaling helps images it was not fitted on ({numbers}).'
-  return False, ('Temperature scaling does not help images it was not fitted on '
+    return True, f'Temperature scaling helps {unit} it was not fitted on ({numbers}).'
+  return False, (f'Temperature scaling does not help {unit} it was not fitted on '
                  f'({numbers}), so the raw probabilities are kept.')
 
 
 def operating_point(labels: np.ndarray, probabilities: np.ndarray, patients: np.ndarray,
-                    target_sensitivity: float) -> dict:
+                    target_sensitivity: float, unit: str = 'images') -> dict:
   """Temperature and decision threshold fitted on validation predictions, with their ECE.
 
   `temperature` is the one to apply: the fitted one where scaling helps out
@@ -155,7 +156,7 @@ def operating_point(labels: np.ndarray, probabilities: np.ndarray, patients: np.
   """
   fitted = fit_temperature(labels, probabilities)
   checked = cross_validated_scaling(labels, probabilities, patients)
-  used, reason = _scaling_decision(checked)
+  used, reason = _scaling_decision(checked, unit)
   threshold = threshold_for_sensitivity(labels, probabilities, target_sensitivity)
   positives = np.asarray(labels, bool)
   return {'temperature': fitted if used else 1.0, 'threshold': threshold,

@@ -71,5 +71,6 @@ def operating_point(predictions: Sequence[dict], aggregation: str,
   rows = patient_rows(predictions, aggregation)
   labels, probabilities, patients = (np.array([row[field] for row in rows])
                                      for field in ('label', 'probability', 'patient_id'))
-  return {**calibration.operating_point(labels, probabilities, patients, target_sensitivity),
+  return {**calibration.operating_point(labels, probabilities, patients, target_sensitivity,
+                                       'patients'),
           'aggregation': aggregation}

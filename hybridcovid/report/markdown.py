@@ -119,8 +119,9 @@ def _operating_point_section(operating_point: dict | None,
   return lines + ['', f'Calibration: {_calibration_text(operating_point, unit)}']
 
 
-AGGREGATION_TEXT = {'mean_logit': 'the logistic of the mean logit (log-odds)',
-                    'max': 'the largest probability', 'mean_probability': 'the mean probability'}
+AGGREGATION_TEXT = {'mean_logit': "the logistic of the mean logit (log-odds) of its images'",
+                    'max': "the largest of its images'",
+                    'mean_probability': "the mean of its images'"}
 
 
 def _patient_section(patient: dict | None) -> list[str]:
@@ -129,8 +130,7 @@ def _patient_section(patient: dict | None) -> list[str]:
     return []
   lines = ['', '## Per patient', '',
            "Clinicians decide per patient: each test patient's images of one modality make one "
-           'study, whose COVID probability is '
-           f"{AGGREGATION_TEXT[patient['aggregation']]} of its images' "
+           f"study, whose COVID probability is {AGGREGATION_TEXT[patient['aggregation']]} "
            f"(--config.eval.patient_aggregation). {patient['patients']} patients hold the "
            f"{patient['images']} test images."]
   if patient['patients'] == patient['images']:
