@@ -112,10 +112,13 @@ def test_cross_validation_scales_each_fold_with_the_others_temperature():
   assert checked['nll_scaled'] > calibration.negative_log_likelihood(labels, everywhere)
 
 
-def test_scaling_is_not_checked_without_two_patients_and_both_classes():
+def test_scaling_is_not_checked_without_two_patients_of_each_class():
   assert calibration.cross_validated_scaling(np.ones(6), np.full(6, 0.7), _patients(6)) is None
   assert calibration.cross_validated_scaling(
       np.array([0, 1]), np.array([0.2, 0.7]), np.array(['p', 'p'])) is None
+  # One COVID patient among five normal ones: a fold would hold no COVID case.
+  assert calibration.cross_validated_scaling(
+      np.array([0, 0, 0, 0, 0, 1]), np.linspace(0.1, 0.9, 6), _patients(6)) is None
   point = calibration.operating_point(np.ones(6), np.full(6, 0.7), _patients(6), 0.95)
   assert not point['scaling']['used'] and point['scaling']['reason'].startswith(
       'There are too few validation patients')

@@ -110,13 +110,13 @@ def cross_validated_scaling(labels: np.ndarray, probabilities: np.ndarray,
   """Log-loss and ECE of the raw probabilities and of out-of-fold scaled ones.
 
   Each fold of patients (`folds.patient_folds`) is scaled with the temperature
-  fitted on the other folds. None when that cannot be done: fewer than two
-  patients, or one class only.
+  fitted on the other folds. None when that cannot be done: a class with fewer
+  than two patients (some fold would lack it), or one class only.
   """
   labels = np.asarray(labels, bool)
   probabilities = np.asarray(probabilities, np.float64)
   patients = np.asarray(patients).astype(str)
-  if len(np.unique(patients)) < 2 or labels.all() or not labels.any():
+  if min(len(np.unique(patients[labels == value])) for value in (False, True)) < 2:
     return None
   splits = folds_lib.patient_folds(labels, patients, folds)
   scaled = np.empty_like(probabilities)
