@@ -216,6 +216,7 @@ def test_patients_of_one_image_each_are_said_to_match_the_images(tmp_path):
   writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION, rows)
   patients_part = (tmp_path / 'report.md').read_text().split('## Per patient')[1]
   assert 'every per-patient number is the per-image one' in patients_part
+  assert not list(tmp_path.glob('patient_*'))
   assert '| All |' not in patients_part.split('##')[0]
 
 

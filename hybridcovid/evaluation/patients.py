@@ -28,12 +28,12 @@ def check_aggregation(aggregation: str) -> None:
 
 def aggregate(probabilities: Sequence[float], aggregation: str) -> float:
   """One COVID probability from those of a study's images."""
+  check_aggregation(aggregation)
   probabilities = np.asarray(probabilities, np.float64)
   if aggregation == 'mean_logit':
     return float(1 / (1 + np.exp(-np.mean(calibration.logits(probabilities)))))
   if aggregation == 'max':
     return float(np.max(probabilities))
-  check_aggregation(aggregation)
   return float(np.mean(probabilities))
 
 

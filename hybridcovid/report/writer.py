@@ -80,7 +80,7 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
       report.md.
     patient_predictions: with `result['patient']`, one dict per test patient
       and modality (`patients.patient_rows`), written to patient_predictions.csv
-      and drawn as patient_*.png.
+      and drawn as patient_*.png where some patient has several images.
   """
   os.makedirs(report_dir, exist_ok=True)
   json_format.write_json(os.path.join(report_dir, METRICS_FILE),
@@ -89,7 +89,8 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
   # The figures show the decision a deployment would make: at the threshold
   # fixed on validation where there is one.
   _plot_decisions(predictions, result.get('operating_point'), report_dir)
-  if patient_predictions:
+  # Where every patient has one image, report.md says the two levels agree.
+  if any(row['images'] > 1 for row in patient_predictions):
     write_predictions(patient_predictions, os.path.join(report_dir, 'patient_predictions.csv'),
                       PATIENT_FIELDS)
     _plot_decisions(patient_predictions, result['patient'].get('operating_point'), report_dir,
