@@ -33,7 +33,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   # One backbone gives the paper's single-model classifier, two the hybrid.
   config.model.backbones = ('resnet50', 'efficientnetb0')
-  config.model.num_classes = 2
   config.model.hidden_units = 256
   config.model.dropout_rate = 0.5
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16'.
@@ -118,6 +117,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_image_size = 128
   config.data.synthetic_dir = ''  # Where it is written; '' is WORKDIR/synthetic_data.
   config.data.modalities = ('cxr', 'ct')  # Pooled; one of them for a single modality.
+  # 'normal,covid', the paper's task, or 'normal,covid,pneumonia' to tell other
+  # pneumonia apart too; a modality without pneumonia images (the paper's CT
+  # data) is then left out, with a warning.
+  config.data.classes = 'normal,covid'
   # Where prepared (decoded, shrunk) images are kept: '' is WORKDIR/prepared_data,
   # removed with the work directory. Runs on the same data can share one
   # folder, e.g. ~/.cache/hybridcovid/prepared; delete it to free the space.

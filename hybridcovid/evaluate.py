@@ -19,9 +19,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from hybridcovid import errors, models, runs
+from hybridcovid import classes, errors, models, runs
 from hybridcovid.data import input_pipeline, loading
-from hybridcovid.evaluation import calibration, explain, gradcam_examples, groups, probe
+from hybridcovid.evaluation import (calibration, explain, gradcam_examples, groups, multiclass,
+                                    probe)
 from hybridcovid.evaluation import patients as patients_lib
 from hybridcovid.evaluation import predictions as predictions_lib
 from hybridcovid.report import markdown, writer
@@ -32,10 +33,11 @@ EXTERNAL_DIR = 'external'
 DATA_SOURCE_FIELDS = ('cxr_dir', 'cxr_layout', 'ct_dir', 'ct_layout', 'folder_dir',
                       'synthetic', 'synthetic_seed', 'synthetic_patients_per_class',
                       'synthetic_image_size', 'modalities')
-# Fields the model was trained with; evaluation always uses the checkpoint's.
-# Runs older than max_stored_side lack it: they stored whole images (0).
+# Fields the model was trained with; evaluation always uses the checkpoint's,
+# or for runs that predate a field, the value they were trained with.
+TRAINED_DEFAULTS = {'max_stored_side': 0, 'classes': ','.join(classes.BINARY)}
 DATA_MODEL_FIELDS = ('image_size', 'resize', 'ct_window_level', 'ct_window_width',
-                     'max_stored_side')
+                     'max_stored_side', 'classes')
 
 TRAINED_PROVENANCE = ('The test split was used once, for the table below, and for '
                       'nothing else.')
@@ -68,6 +70,7 @@ def _describe(config: ml_collections.ConfigDict, data: loading.LoadedData,
   patients = {split: len({data.facts[i].record.patient_id for i in data.split_ids(split)})
               for split in counts}
   modalities = sorted({fact.record.modality for fact in data.facts})
+  names = classes.of_config(config.data)
   sources_seen = sorted({fact.record.source for fact in data.facts})
   notes = []
   if config.data.synthetic:
@@ -76,6 +79,8 @@ def _describe(config: ml_collections.ConfigDict, data: loading.LoadedData,
   if not pretrained:
     notes.append('No ImageNet weights were loaded (--config.model.pretrained.*), unlike '
                  'the paper.')
+  for modality, reason in data.report.get('modalities_left_out', {}).items():
+    notes.append(f'The {modality.upper()} images were left out: {reason}.')
   if config.data.held_out_source:
     title += f': tested on {config.data.held_out_source}, trained without it'
     notes.append(f'Leave one source out: every image of {config.data.held_out_source} is '
@@ -85,7 +90,9 @@ def _describe(config: ml_collections.ConfigDict, data: loading.LoadedData,
       'title': title,
       'model': model,
       'image_size': config.data.image_size,
-      'data': f'{", ".join(m.upper() for m in modalities)} from {", ".join(sources_seen)}',
+      'data': f'{", ".join(m.upper() for m in modalities)} from {", ".join(sources_seen)}'
+              + (f'; classes {", ".join(classes.TITLES[:len(names)])}' if len(names) > 2
+                 else ''),
       'split': ', '.join(f'{split} {counts[split]} images of {patients[split]} patients'
                          for split in counts),
       'epochs': config.train.epochs,
@@ -132,7 +139,7 @@ def _per_patient(best_record: dict, predictions: list[dict], outputs: dict,
   if (not point or point['aggregation'] != aggregation) and 'validation' in outputs:
     validation_ids, validation_outputs = outputs['validation']
     point = patients_lib.operating_point(
-        predictions_lib.prediction_rows(data, validation_ids, validation_outputs['probability']),
+        predictions_lib.prediction_rows(data, validation_ids, validation_outputs),
         aggregation, eval_config.target_sensitivity)
   if point and point['aggregation'] == aggregation:
     result['operating_point'] = _at_operating_point(point, rows, eval_config)
@@ -152,6 +159,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
   into `workdir`/`report_dir`, with the `leave_one_source_out` results if given."""
   best, best_record = run.restore_best_for_inference(model, config.data.image_size,
                                                      data_parallel.mesh)
+  names = classes.of_config(config.data)
   # One pass per split gives the probabilities and the shortcut probe's features,
   # of the images the weights never trained on.
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
@@ -160,13 +168,16 @@ def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str,
                                                   data_parallel)
              for split in ('validation', 'test') if len(data.split_ids(split))}
   test_ids, test_outputs = outputs['test']
-  predictions = predictions_lib.prediction_rows(data, test_ids, test_outputs['probability'])
+  predictions = predictions_lib.prediction_rows(data, test_ids, test_outputs)
   result = {'selected_epoch': best_record['epoch'],
             'selection_metric': best_record['config']['train']['selection_metric'],
             'validation': best_record['validation'],
             'test': groups.group_metrics(predictions, 0.5, config.eval),
             'intervals': {'level': config.eval.confidence_level,
-                          'resamples': config.eval.bootstrap_resamples, 'unit': 'patient'}}
+                          'resamples': config.eval.bootstrap_resamples, 'unit': 'patient'},
+            'classes': list(names)}
+  if len(names) > 2:
+    result['test_classes'] = multiclass.group_class_metrics(predictions, names, config.eval)
   operating_point = best_record.get('operating_point')
   if operating_point:  # Runs trained before operating points were kept have none.
     result['operating_point'] = _at_operating_point(operating_point, predictions, config.eval)
@@ -234,7 +245,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   if external:
     data_config = ml_collections.ConfigDict(config.data.to_dict())
     for name in DATA_MODEL_FIELDS:
-      data_config[name] = trained.data.get(name, 0)
+      data_config[name] = trained.data.get(name, TRAINED_DEFAULTS.get(name))
     data_dir = os.path.join(workdir, EXTERNAL_DIR, _external_name(data_config))
     data = runs.load_data(data_config, data_dir, config.seed, all_test=True)
     report_dir = os.path.relpath(os.path.join(data_dir, writer.REPORT_DIR), workdir)
@@ -248,7 +259,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   stream = input_pipeline.InputPipeline(
       data, data_config, trained.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), trained.seed)
-  model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
+  model = models.create_classifier(trained.model, len(classes.of_config(trained.data)),
+                                   axis_name=train.BATCH_AXIS)
   described = ml_collections.ConfigDict(trained.to_dict())
   described.data = data_config  # The report describes the data it evaluated.
   described.eval = config.eval  # How to evaluate is this command's choice.

@@ -16,9 +16,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import errors, evaluate, models, runs
+from hybridcovid import classes, errors, evaluate, models, runs
 from hybridcovid.data import input_pipeline, loading, sources
-from hybridcovid.evaluation import calibration, feature_distance, groups, metrics, predictions
+from hybridcovid.evaluation import (calibration, feature_distance, groups, metrics, multiclass,
+                                    predictions)
 from hybridcovid.evaluation import patients as patients_lib
 from hybridcovid.report import writer
 from hybridcovid.training import checkpoints, optimizers, parallel, train
@@ -51,6 +52,27 @@ def check_splits(data: loading.LoadedData) -> None:
           'or change --config.data.split_fractions.')
 
 
+def check_selection_metric(config: ml_collections.ConfigDict) -> None:
+  """Refuses a --config.train.selection_metric that validation does not compute."""
+  choices = metrics.METRIC_NAMES + (
+      multiclass.OVERALL_METRICS[1:] if len(classes.of_config(config.data)) > 2 else ())
+  if config.train.selection_metric not in choices:
+    raise errors.UserError(
+        f'--config.train.selection_metric={config.train.selection_metric}: choose one of '
+        f'{", ".join(choices)}.')
+
+
+def validation_metrics(validation_predictions: list[dict], names: tuple[str, ...]) -> dict:
+  """The overall validation metrics an epoch keeps: those of COVID against the rest and,
+  with more than two classes, `classes` (`multiclass.class_metrics`), whose accuracy is
+  that of the most probable class."""
+  overall = groups.group_metrics(validation_predictions)['overall']
+  if len(names) > 2:
+    overall['classes'] = multiclass.group_class_metrics(validation_predictions,
+                                                        names)['overall']
+  return overall
+
+
 def _create_state(config, model, optimizer, abstract, mesh, run: checkpoints.RunCheckpoints):
   """The latest checkpoint's state and record, or a fresh state and None; both shaped like
   `abstract` (`train.abstract_train_state`), replicated over `mesh`."""
@@ -70,7 +92,8 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   stream = input_pipeline.InputPipeline(
       data, config.data, config.train.batch_size, jax.local_device_count(),
       jax.process_index(), jax.process_count(), config.seed)
-  model = models.create_classifier(config.model, axis_name=train.BATCH_AXIS)
+  names = classes.of_config(config.data)
+  model = models.create_classifier(config.model, len(names), axis_name=train.BATCH_AXIS)
   # The head-only epochs keep the backbones whole: weights and BatchNorm statistics.
   head_only_model = model.clone(freeze_backbone_batchnorm=True)
   optimizer = optimizers.create_optimizer(config.train, stream.steps_per_epoch)
@@ -138,8 +161,8 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
     validation_ids, validation_outputs = predictions.predict_split(
         train.inference_state(state), stream, 'validation', eval_fn, data_parallel)
     validation_predictions = predictions.prediction_rows(data, validation_ids,
-                                                         validation_outputs['probability'])
-    validation = groups.group_metrics(validation_predictions)
+                                                         validation_outputs)
+    validation = validation_metrics(validation_predictions, names)
     labels, probabilities, patients = (
         [row[field] for row in validation_predictions]
         for field in ('label', 'probability', 'patient_id'))
@@ -148,25 +171,27 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
                                                   config.eval.target_sensitivity)
     patient_operating_point = patients_lib.operating_point(
         validation_predictions, config.eval.patient_aggregation, config.eval.target_sensitivity)
-    selection = validation['overall'][config.train.selection_metric]
+    selection = multiclass.selection_value(validation, config.train.selection_metric)
     # Unweighted, unlike the training loss when classes are weighted.
     validation_loss = calibration.negative_log_likelihood(labels, probabilities)
     logging.info('Epoch %d: training loss %.4f, validation loss %.4f, %s %.4f, AUC %.4f.',
                  epoch, np.mean(losses), validation_loss, config.train.selection_metric,
-                 selection, validation['overall']['auc'])
+                 selection, validation['auc'])
     summaries.scalars(last_step, {
         'validation/loss': validation_loss,
-        **{f'validation/{name}': validation['overall'][name] for name in metrics.METRIC_NAMES}})
+        **{f'validation/{name}': validation[name] for name in metrics.METRIC_NAMES},
+        **{f'validation/classes/{name}': validation['classes'][name]
+           for name in multiclass.OVERALL_METRICS if 'classes' in validation}})
     history.append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
                     'validation_loss': validation_loss,
                     'train_accuracy': float(np.mean(accuracies)),
                     'learning_rate': float(learning_rate(last_step - 1)),
-                    'validation': validation['overall']})
+                    'validation': validation})
     # What prediction compares new images' features with.
     reference = feature_distance.fit_reference(validation_outputs['features'], labels,
                                                patients)
     run.save(epoch, data_parallel.logical_state(state),
-             {**record, 'validation': validation['overall'],
+             {**record, 'validation': validation,
               'operating_point': operating_point,
               'patient_operating_point': patient_operating_point,
               'feature_reference': reference,
@@ -191,6 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError('config.eval.leave_one_source_out is set: train with '
                      'leave_one_source_out.train, which trains the folds first.')
   patients_lib.check_aggregation(config.eval.patient_aggregation)
+  check_selection_metric(config)
   workdir = os.path.abspath(workdir)
   if data is None:
     data = runs.load_data(config.data, workdir, config.seed)

@@ -4,7 +4,9 @@ PNG, JPEG and DICOM files are read with Pillow and pydicom and resized as in
 training, without TensorFlow. `WORKDIR/predict/predictions.csv` and
 `predictions.json` give, per image, the raw COVID probability, the
 temperature-scaled one where the run found scaling to help (see
-`calibration`), and the decision at the threshold fixed on the validation split,
+`calibration`), and the decision at the threshold fixed on the validation split
+(COVID against the rest); a run of three classes adds each class's probability
+and the most probable class,
 and on request the path of a Grad-CAM PNG of the decision. Files that cannot
 be read are listed with the reason (in the CSV's `problem` column, after the
 scored ones); the others are still scored.
@@ -29,9 +31,9 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from hybridcovid import errors, models
+from hybridcovid import classes, errors, models
 from hybridcovid.data import resize
-from hybridcovid.evaluation import calibration, explain, feature_distance, patients
+from hybridcovid.evaluation import calibration, explain, feature_distance, multiclass, patients
 from hybridcovid.report import json_format
 from hybridcovid.training import checkpoints, parallel, train
 
@@ -100,15 +102,15 @@ def _kept_operating_point(record: dict, name: str, what: str) -> dict:
           'scaling': {'used': False, 'reason': 'No temperature was fitted.'}}
 
 
-def _decide(rows: list[dict], point: dict) -> bool:
-  """Gives each row its decision at `point`'s threshold and, where `point` scales, its
-  calibrated probability; returns whether it scales."""
+def _decide(rows: list[dict], point: dict, negative: str) -> bool:
+  """Gives each row its decision at `point`'s threshold, COVID or `negative`, and, where
+  `point` scales, its calibrated probability; returns whether it scales."""
   scaled = calibration.scaling_used(point)
   for row in rows:
     if scaled:
       row['calibrated_probability'] = float(calibration.apply_temperature(
           row['probability'], point['temperature']))
-    row['decision'] = 'COVID' if row['probability'] >= point['threshold'] else 'normal'
+    row['decision'] = 'COVID' if row['probability'] >= point['threshold'] else negative
   return scaled
 
 
@@ -226,7 +228,8 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False,
     raise _nothing_scored(inputs, problems, output_dir)
 
   data_parallel = parallel.DataParallel()
-  model = models.create_classifier(trained.model, axis_name=train.BATCH_AXIS)
+  model = models.create_classifier(trained.model, len(classes.of_config(trained.data)),
+                                   axis_name=train.BATCH_AXIS)
   state, _ = run.restore_best_for_inference(model, trained.data.image_size,
                                             data_parallel.mesh)
   run.close()
@@ -237,7 +240,8 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False,
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
   devices = data_parallel.device_count
   batch_size = -(-trained.train.batch_size // devices) * devices
-  probabilities, features = [], []
+  names = classes.of_config(trained.data)
+  probabilities, class_probabilities, features = [], [], []
   for start in tqdm.tqdm(range(0, len(images), batch_size), desc='scoring', unit='batch'):
     batch = np.stack(images[start:start + batch_size])
     # A full batch every time: one compiled program.
@@ -246,23 +250,27 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False,
     outputs = data_parallel.host_outputs(
         eval_fn(state, data_parallel.device_batch({'image': padded})))
     probabilities += outputs['probability'][:len(batch)].tolist()
+    class_probabilities += list(outputs['class_probabilities'][:len(batch)])
     features.append(outputs['features'][:len(batch)])
   _check_familiar(record.get('feature_reference'), np.concatenate(features), rows)
 
   operating_point = _kept_operating_point(record, 'operating_point', 'images')
   threshold, temperature = operating_point['threshold'], operating_point['temperature']
-  for row, probability in zip(rows, probabilities):
+  for row, probability, by_class in zip(rows, probabilities, class_probabilities):
     row['probability'] = probability
+    if len(names) > 2:
+      row.update(multiclass.class_fields(by_class))
     dicom_study = row.pop('study')
     row['study'] = (listed_studies.get(row['path']) or dicom_study
                     or (os.path.dirname(row['path']) if studies_by_folder else row['path']))
-  scaled = _decide(rows, operating_point)
+  negative = classes.negative_name(names)
+  scaled = _decide(rows, operating_point, negative)
   if not scaled:
     logging.info('Raw probabilities, not temperature-scaled: %s',
                  operating_point['scaling']['reason'])
   study_point = _kept_operating_point(record, 'patient_operating_point', 'studies')
   studies = patients.patient_rows(rows, study_point['aggregation'], key='study')
-  studies_scaled = _decide(studies, study_point)
+  studies_scaled = _decide(studies, study_point, negative)
 
   os.makedirs(output_dir, exist_ok=True)
   if with_gradcam:
@@ -278,6 +286,9 @@ def predict(workdir: str, inputs: Sequence[str], with_gradcam: bool = False,
   fields = [field for field in CSV_FIELDS
             if (field != 'calibrated_probability' or scaled)
             and (field != 'gradcam' or with_gradcam)]
+  if len(names) > 2:
+    index = fields.index('decision') + 1
+    fields[index:index] = ['predicted_class', *(f'probability_{name}' for name in names)]
   study_fields = [field for field in STUDY_FIELDS
                   if field != 'calibrated_probability' or studies_scaled]
 

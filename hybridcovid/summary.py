@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from hybridcovid import models
+from hybridcovid import classes, models
 from hybridcovid.training import train
 
 
@@ -19,7 +19,7 @@ def _size(tree: Any) -> int:
 
 def summarize(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Writes `workdir/model_summary.json`: values per part, output shape, weights loaded."""
-  model = models.create_classifier(config.model)
+  model = models.create_classifier(config.model, len(classes.of_config(config.data)))
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.uint8)
   variables = train.initial_variables(config)

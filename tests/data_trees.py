@@ -53,3 +53,15 @@ def write_folder(root: str, patients_per_stratum: int = 6, images_per_patient: i
   with open(os.path.join(root, 'manifest.csv'), 'w') as f:
     f.write('\n'.join(rows) + '\n')
   return relpaths
+
+
+def add_cxr_pneumonia(root: str, patients: int = 6, images_per_patient: int = 2) -> None:
+  """Adds CXR pneumonia patients to a `write_folder` tree, in its manifest."""
+  rows = []
+  for patient in range(patients):
+    for image in range(images_per_patient):
+      relpath = f'cxr/Pneumonia/{patient}_{image}.png'
+      write_png(os.path.join(root, relpath), 1000 + images_per_patient * patient + image)
+      rows.append(f'{relpath},Pneumonia,cxr,cxr-pneumonia-{patient}\n')
+  with open(os.path.join(root, 'manifest.csv'), 'a') as f:
+    f.writelines(rows)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from hybridcovid import errors, evaluate, experiment, leave_one_source_out, models
-from hybridcovid.evaluation import patients
+from hybridcovid import errors, evaluate, experiment, leave_one_source_out, models, predict
+from hybridcovid.evaluation import multiclass, patients
 from hybridcovid.report import json_format, writer
 from hybridcovid.training import checkpoints, optimizers, train
 import data_trees
@@ -290,3 +290,67 @@ def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(
   record = checkpoints.RunCheckpoints(str(tmp_path / 'work')).best_record()
   assert record['config']['model']['conv_impl'] == 'xla'
   assert 0.0 <= result['test']['overall']['auc'] <= 1.0
+
+
+def test_three_classes_train_report_explain_and_predict(tmp_path):
+  data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=6, images_per_patient=1)
+  data_trees.add_cxr_pneumonia(str(tmp_path / 'images'), images_per_patient=1)
+  config = _config(tmp_path, epochs=1)
+  config.data.classes = 'normal,covid,pneumonia'
+  config.data.split_fractions = (0.5, 0.25, 0.25)
+  config.eval.bootstrap_resamples = 20
+  config.eval.gradcam_per_outcome = 1
+  workdir = str(tmp_path / 'work')
+  result = experiment.train_and_evaluate(config, workdir)
+  report_dir = os.path.join(workdir, writer.REPORT_DIR)
+  assert {'class_confusion_matrix.png', 'class_roc.png'} <= set(os.listdir(report_dir))
+  with open(os.path.join(report_dir, 'predictions.csv'), newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert {row['modality'] for row in rows} == {'cxr'}  # The CT data have no pneumonia.
+  names = ('normal', 'covid', 'pneumonia')
+  probabilities = np.array([[float(row[f'probability_{name}']) for name in names]
+                            for row in rows])
+  np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+  assert [row['predicted_class'] for row in rows] == [names[i] for i in
+                                                      probabilities.argmax(axis=1)]
+  assert [float(row['probability']) for row in rows] == list(probabilities[:, 1])
+  assert [int(row['label']) for row in rows] == [int(row['class'] == 'covid') for row in rows]
+  overall = _read(os.path.join(report_dir, writer.METRICS_FILE))['test_classes']['overall']
+  expected = multiclass.class_metrics([names.index(row['class']) for row in rows],
+                                      probabilities, names)
+  assert overall['confusion_matrix'] == expected['confusion_matrix']
+  assert np.sum(overall['confusion_matrix']) == len(rows)
+  assert overall['macro_auc'] == pytest.approx(expected['macro_auc'])
+  assert result['validation']['classes']['accuracy'] == pytest.approx(
+      multiclass.selection_value(result['validation'], 'accuracy'))
+  markdown = open(os.path.join(report_dir, 'report.md')).read()
+  assert '## Classes' in markdown and 'The CT images were left out' in markdown
+  assert result['explanations']['examples']
+
+  predicted = predict.predict(workdir, [str(tmp_path / 'images' / 'cxr')], with_gradcam=True)
+  for row in predicted['predictions']:
+    by_class = [row[f'probability_{name}'] for name in names]
+    assert sum(by_class) == pytest.approx(1, rel=1e-5)
+    assert row['probability'] == by_class[1]
+    assert row['predicted_class'] == names[int(np.argmax(by_class))]
+    assert row['decision'] == ('COVID' if row['probability'] >= predicted['threshold']
+                               else 'not COVID')
+    assert os.path.isfile(os.path.join(workdir, predict.PREDICT_DIR, row['gradcam']))
+  with open(os.path.join(workdir, predict.PREDICT_DIR, predict.CSV_FILE), newline='') as f:
+    header = next(csv.reader(f))
+  assert header[header.index('decision') + 1:header.index('decision') + 5] == [
+      'predicted_class', 'probability_normal', 'probability_covid', 'probability_pneumonia']
+
+
+def test_a_selection_metric_validation_does_not_compute_is_refused_before_training():
+  config = default.get_config()
+  config.train.selection_metric = 'macro_auc'
+  with pytest.raises(errors.UserError, match=r'^--config.train.selection_metric=macro_auc: '
+                                             r'choose one of accuracy, recall, .*, auc\.$'):
+    experiment.check_selection_metric(config)
+  config.data.classes = 'normal,covid,pneumonia'
+  experiment.check_selection_metric(config)
+  assert multiclass.selection_value({'accuracy': 0.5, 'classes': {'accuracy': 0.8}},
+                                    'accuracy') == 0.8
+  assert multiclass.selection_value({'accuracy': 0.5, 'auc': 0.7,
+                                     'classes': {'accuracy': 0.8}}, 'auc') == 0.7

@@ -40,7 +40,7 @@ def small_hybrid():
 
 def _synthetic_cxr(patients):
   images, labels, findings = [], [], []
-  for label in synthetic.LABELS:
+  for label in synthetic.LABELS[:2]:  # COVID and normal.
     for index in patients:
       patient_images, densities = synthetic.patient_images(0, 'cxr', label, index, IMAGE_SIZE)
       images += patient_images
@@ -105,6 +105,29 @@ def test_branch_evidence_adds_up_to_the_margin_less_the_head_bias(small_hybrid):
   for values in explained['heat'].values():
     assert values.shape == (6, 8, 8) and values.min() >= 0.0
 
+
+def test_with_three_classes_the_heat_explains_covid_against_both_others(small_hybrid):
+  images = np.random.default_rng(2).integers(0, 256, (4, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+  three_classes = small_hybrid.clone(num_classes=3)
+  three = three_classes.init(jax.random.key(2), images[:1])
+  toward_covid = np.array([True, False, True, False])
+  kernel, bias = (three['params']['logits'][name] for name in ('kernel', 'bias'))
+  # With one of the other classes made impossible, the COVID log-odds are the two-class
+  # margin of COVID against the class left: whichever of the two it is.
+  for impossible, left in ((2, 0), (0, 2)):
+    variables = jax.tree.map(lambda x: x, three)
+    variables['params']['logits'] = {'kernel': kernel, 'bias': bias.at[impossible].add(-1e4)}
+    binary = jax.tree.map(lambda x: x, three)
+    binary['params']['logits'] = {'kernel': kernel[:, np.array([left, 1])],
+                                  'bias': bias[np.array([left, 1])]}
+    explained = explain.gradcam(three_classes, variables, images, toward_covid)
+    expected = explain.gradcam(small_hybrid, binary, images, toward_covid)
+    for name in small_hybrid.backbones:
+      np.testing.assert_allclose(explained['heat'][name], expected['heat'][name], rtol=1e-4,
+                                 atol=1e-6)
+      assert explained['heat'][name].max() > 0
+    np.testing.assert_allclose(explained['probability'], jax.nn.softmax(
+        three_classes.apply(variables, images))[:, 1], rtol=1e-5)
 
 
 def test_evidence_shares_count_positive_evidence_only():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from hybridcovid import errors, models
+from hybridcovid import models
 from primitives import count_primitives
 import stable_init
 
@@ -94,14 +94,15 @@ def test_single_backbone_classifier_has_only_that_backbone():
 
 
 
-def test_a_config_with_other_than_two_classes_is_refused_in_one_line():
+def test_the_classifier_has_one_output_per_class_of_the_task():
   config = default.get_config().model
-  config.num_classes = 3
-  with pytest.raises(errors.UserError) as raised:
-    models.create_classifier(config)
-  message = str(raised.value)
-  assert message.startswith('--config.model.num_classes=3: ') and '\n' not in message
-  assert message.endswith('set it to 2.')
+  config.backbones = ('efficientnetb0',)
+  config.hidden_units = 8
+  for count in (2, 3):
+    shapes = jax.eval_shape(models.create_classifier(config, count).init, jax.random.key(0),
+                            jnp.zeros((1, 32, 32, 3)))
+    assert shapes['params']['logits']['kernel'].shape == (8, count)
+
 
 def test_dropout_is_active_only_in_training(hybrid_variables, small_images):
   model = models.HybridClassifier(freeze_backbone_batchnorm=True)

@@ -12,9 +12,9 @@ PACKAGE = os.path.join(ROOT, 'hybridcovid')
 TENSORFLOW = ('tensorflow', 'tensorflow_datasets')
 # The pipeline's stages, lowest first; a module imports only from its own stage or lower.
 # Every other module directly in hybridcovid/ is a mode or the main job, on top.
-STAGES = ('hybridcovid.errors', 'hybridcovid.hashing', 'hybridcovid.data', 'hybridcovid.models',
-          'hybridcovid.convert', 'hybridcovid.training', 'hybridcovid.evaluation',
-          'hybridcovid.report', 'hybridcovid.benchmark')
+STAGES = ('hybridcovid.errors', 'hybridcovid.hashing', 'hybridcovid.classes', 'hybridcovid.data',
+          'hybridcovid.models', 'hybridcovid.convert', 'hybridcovid.training',
+          'hybridcovid.evaluation', 'hybridcovid.report', 'hybridcovid.benchmark')
 
 
 def _modules() -> dict[str, str]:

@@ -90,3 +90,39 @@ def test_a_reading_process_writes_nothing_and_evaluation_data_are_all_test(loade
   assert set(external.assignment.values()) == {'test'}
   assert len(external.split_ids('test')) == len(external.facts) == 80
 
+
+
+def test_two_classes_leave_pneumonia_out_and_three_leave_out_ct_without_it(tmp_path, caplog):
+  caplog.set_level('INFO')
+  root = tmp_path / 'images'
+  data_trees.write_folder(str(root), patients_per_stratum=6)
+  data_trees.add_cxr_pneumonia(str(root))
+  config = data_trees.data_config(tmp_path, root)
+  binary = loading.load(config, str(tmp_path / 'binary'), seed=0)
+  assert len(binary.facts) == 48 and {fact.record.label for fact in binary.facts} == {0, 1}
+  assert binary.report['classes'] == ['normal', 'covid']
+  assert binary.report['modalities_left_out'] == {}
+  assert '12 images of other classes (pneumonia) left out' in caplog.text
+
+  config.classes = 'normal,covid,pneumonia'
+  three = loading.load(config, str(tmp_path / 'three'), seed=0)
+  assert {fact.record.modality for fact in three.facts} == {'cxr'}
+  assert collections.Counter(fact.record.label for fact in three.facts) == {0: 12, 1: 12, 2: 12}
+  assert list(three.report['modalities_left_out']) == ['ct']
+  assert 'no pneumonia images' in three.report['modalities_left_out']['ct']
+  assert 'Left out the CT images' in caplog.text
+  balance = three.report['class_balance']
+  assert set(balance['train']) == {'cxr'}
+  assert list(balance['train']['cxr']) == ['normal', 'covid', 'pneumonia']
+  assert all(count > 0 for count in balance['train']['cxr'].values())
+
+
+def test_three_classes_without_pneumonia_images_are_refused(tmp_path):
+  root = tmp_path / 'images'
+  data_trees.write_folder(str(root), patients_per_stratum=2)
+  config = data_trees.data_config(tmp_path, root, classes='normal,covid,pneumonia')
+  with pytest.raises(sources.DataSourceError,
+                     match='No modality has images of every class of --config.data.classes='
+                           'normal,covid,pneumonia: the CT images have no pneumonia images; '
+                           'the CXR images have no pneumonia images. Add the missing'):
+    loading.load(config, str(tmp_path / 'work'), seed=0)

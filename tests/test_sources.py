@@ -17,19 +17,21 @@ def _summary(records):
   return sorted((r.relpath, r.label, r.modality) for r in records)
 
 
-def test_radiography_newer_layout_uses_images_and_ignores_masks_and_classes(tmp_path):
+def test_radiography_newer_layout_uses_images_and_ignores_masks_and_lung_opacity(tmp_path):
   top = 'COVID-19_Radiography_Dataset'
   _touch(tmp_path, f'{top}/COVID/images/COVID-1.png', f'{top}/COVID/images/COVID-2.png',
          f'{top}/COVID/masks/COVID-1.png', f'{top}/Normal/images/Normal-1.png',
-         f'{top}/Lung_Opacity/images/Lung_Opacity-1.png', f'{top}/COVID.metadata.xlsx')
+         f'{top}/Lung_Opacity/images/Lung_Opacity-1.png',
+         f'{top}/Viral Pneumonia/images/Viral Pneumonia-1.png', f'{top}/COVID.metadata.xlsx')
   records = sources.scan_radiography(str(tmp_path))
   assert _summary(records) == [
       (f'{top}/COVID/images/COVID-1.png', 1, 'cxr'),
       (f'{top}/COVID/images/COVID-2.png', 1, 'cxr'),
-      (f'{top}/Normal/images/Normal-1.png', 0, 'cxr')]
+      (f'{top}/Normal/images/Normal-1.png', 0, 'cxr'),
+      (f'{top}/Viral Pneumonia/images/Viral Pneumonia-1.png', 2, 'cxr')]
   assert {r.source for r in records} == {'covid19-radiography-database'}
   assert not any(r.patient_known for r in records)
-  assert len({r.patient_id for r in records}) == 3
+  assert len({r.patient_id for r in records}) == 4
 
 
 def test_radiography_older_flat_layout(tmp_path):
@@ -38,7 +40,19 @@ def test_radiography_older_flat_layout(tmp_path):
          f'{top}/NORMAL/NORMAL (2).png', f'{top}/Viral Pneumonia/Viral Pneumonia (1).png')
   assert _summary(sources.scan_radiography(str(tmp_path / top))) == [
       ('COVID/COVID (1).png', 1, 'cxr'), ('NORMAL/NORMAL (1).png', 0, 'cxr'),
-      ('NORMAL/NORMAL (2).png', 0, 'cxr')]
+      ('NORMAL/NORMAL (2).png', 0, 'cxr'), ('Viral Pneumonia/Viral Pneumonia (1).png', 2, 'cxr')]
+
+
+def test_radiography_without_a_pneumonia_folder_has_two_classes(tmp_path):
+  _touch(tmp_path, 'COVID/1.png', 'Normal/2.png')
+  assert _summary(sources.scan_radiography(str(tmp_path))) == [('COVID/1.png', 1, 'cxr'),
+                                                               ('Normal/2.png', 0, 'cxr')]
+
+
+def test_radiography_without_covid_names_the_folders_it_needs(tmp_path):
+  _touch(tmp_path, 'Normal/1.png', 'Viral Pneumonia/2.png')
+  with pytest.raises(sources.DataSourceError, match=r"looked for \['covid', 'covid19', 'normal'\]"):
+    sources.scan_radiography(str(tmp_path))
 
 
 def test_ctscan_layout(tmp_path):
@@ -53,12 +67,15 @@ def test_ctscan_layout(tmp_path):
 
 def test_folder_matches_label_names_loosely_below_modality_folders(tmp_path):
   _touch(tmp_path, 'cxr/Covid-19/a.png', 'cxr/NORMAL/b.jpg', 'cxr/NORMAL/notes.txt',
-         'ct/non_covid/series 1/c.dcm', 'ct/COVID/d.PNG', 'ct/pneumonia/e.png')
+         'ct/non_covid/series 1/c.dcm', 'ct/COVID/d.PNG', 'ct/pneumonia/e.png',
+         'cxr/Viral_Pneumonia/f.png', 'cxr/Lung Opacity/g.png')
   records = sources.scan_folder(str(tmp_path), source='mine')
   assert _summary(records) == [('ct/COVID/d.PNG', 1, 'ct'),
                                ('ct/non_covid/series 1/c.dcm', 0, 'ct'),
+                               ('ct/pneumonia/e.png', 2, 'ct'),
                                ('cxr/Covid-19/a.png', 1, 'cxr'),
-                               ('cxr/NORMAL/b.jpg', 0, 'cxr')]
+                               ('cxr/NORMAL/b.jpg', 0, 'cxr'),
+                               ('cxr/Viral_Pneumonia/f.png', 2, 'cxr')]
   assert {r.source for r in records} == {'mine-cxr', 'mine-ct'}
 
 

@@ -126,6 +126,58 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
   assert sum(first[name] == other[name] for name in shared if name.endswith('.png')) == 0
 
 
+def _digest(root: str) -> str:
+  digest = hashlib.sha256()
+  for name, file_hash in sorted(_file_hashes(root).items()):
+    digest.update(f'{name}:{file_hash}\n'.encode())
+  return digest.hexdigest()
+
+
+def test_two_class_files_are_those_written_before_pneumonia_was_added(tmp_path):
+  synthetic.generate(str(tmp_path), seed=0, patients_per_class=3, image_size=48)
+  # Every file's name and sha256 as the two-class generator wrote them before the
+  # pneumonia class existed: the binary demo trains on the same bytes.
+  assert _digest(str(tmp_path)) == (
+      '3355a5fbb5bb3d052b9e5cc9cee0ffd69487d306e2ef189232e90f6b86bb5c70')
+
+
+def test_three_classes_add_cxr_pneumonia_patients_and_keep_every_other_image(tmp_path):
+  two, three = str(tmp_path / 'two'), str(tmp_path / 'three')
+  synthetic.generate(two, seed=1, patients_per_class=3, image_size=40)
+  synthetic.generate(three, seed=1, patients_per_class=3, image_size=40,
+                     names=('normal', 'covid', 'pneumonia'))
+  two_files, three_files = _file_hashes(two), _file_hashes(three)
+  images = {name for name in two_files if name.endswith('.png')}
+  assert {name: three_files[name] for name in images} == {name: two_files[name]
+                                                           for name in images}
+  added = sorted(set(three_files) - set(two_files))
+  assert added and all(name.startswith('cxr/Pneumonia/cxr-pneumonia-') for name in added)
+  rows = _read_manifest(os.path.join(three, 'manifest.csv'))
+  pneumonia = [row for row in rows if row['label'] == 'Pneumonia']
+  assert {row['patient_id'] for row in pneumonia} == {f'cxr-pneumonia-{index:03d}'
+                                                      for index in range(3)}
+  assert {row['modality'] for row in pneumonia} == {'cxr'}
+  assert [row for row in rows if row['label'] != 'Pneumonia'] == _read_manifest(
+      os.path.join(two, 'manifest.csv'))
+  with pytest.raises(ValueError, match='Choose an empty folder'):
+    synthetic.generate(two, seed=1, patients_per_class=3, image_size=40,
+                       names=('normal', 'covid', 'pneumonia'))
+
+
+def test_pneumonia_is_a_dense_opacity_in_one_lung_and_covid_mostly_in_both():
+  def one_side_share(label):
+    shares = []
+    for index in range(30):
+      _, densities = synthetic.patient_images(0, 'cxr', label, index, 64)
+      density = densities[0]
+      shares.append(max(density[:, :32].sum(), density[:, 32:].sum()) / density.sum())
+    return np.array(shares)
+
+  pneumonia, covid = one_side_share('Pneumonia'), one_side_share('COVID')
+  assert pneumonia.min() > 0.85
+  assert np.mean(covid < 0.85) > 0.3
+
+
 def test_rerun_with_same_parameters_is_a_no_op(tmp_path):
   manifest_path = synthetic.generate(str(tmp_path), patients_per_class=1, image_size=32)
   before = _file_hashes(str(tmp_path))

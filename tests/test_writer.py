@@ -1,10 +1,11 @@
 import json
+import types
 
 import numpy as np
 from PIL import Image
 import pytest
 
-from hybridcovid.evaluation import bootstrap, calibration, groups, metrics, patients
+from hybridcovid.evaluation import bootstrap, calibration, groups, metrics, multiclass, patients
 from hybridcovid.report import formatting, writer
 from hybridcovid.report import figures as report_figures
 from hybridcovid.report import markdown as report_markdown
@@ -373,3 +374,59 @@ def test_sources_that_are_modalities_are_said_to_be_unprobed(tmp_path):
   assert 'further above chance' not in section and 'one source' not in section
   assert ('- Shortcut check: each source holds one modality, so whether the model recognises '
           'a hospital cannot be probed.') in markdown.split('## In short')[1]
+
+
+def _three_class_predictions():
+  rng = np.random.default_rng(1)
+  names = ('normal', 'covid', 'pneumonia')
+  rows = []
+  for index in range(60):
+    label = index % 3
+    logits = rng.normal(size=3) + 2.0 * np.eye(3)[label]
+    probabilities = np.exp(logits) / np.exp(logits).sum()
+    rows.append({'key': f'src:{index}.png', 'patient_id': f'p{index // 3}', 'modality': 'cxr',
+                 'source': 'source-cxr', 'label': int(label == 1),
+                 'probability': float(probabilities[1]), 'class': names[label],
+                 'predicted_class': names[int(np.argmax(probabilities))],
+                 **{f'probability_{name}': float(p) for name, p in zip(names, probabilities)}})
+  return names, rows
+
+
+def test_three_classes_get_per_class_tables_a_confusion_matrix_and_figures(tmp_path, figures):
+  names, predictions = _three_class_predictions()
+  config = types.SimpleNamespace(bootstrap_resamples=50, bootstrap_seed=0,
+                                 confidence_level=0.95)
+  result = {**_result(predictions), 'classes': list(names),
+            'test_classes': multiclass.group_class_metrics(predictions, names, config)}
+  writer.write_report(str(tmp_path), result, predictions, HISTORY, DESCRIPTION)
+  assert (tmp_path / 'class_confusion_matrix.png').is_file()
+  assert (tmp_path / 'class_roc.png').is_file()
+  markdown = (tmp_path / 'report.md').read_text()
+  lines = markdown.splitlines()
+  overall = result['test_classes']['overall']
+  for name, title in zip(names, ('Normal', 'COVID', 'Pneumonia')):
+    values = overall['classes'][name]
+    row = next(line for line in lines if line.startswith(f'| All | {title} |'))
+    cells = [cell.strip() for cell in row.strip('|').split('|')]
+    low, high = values['intervals']['auc']
+    assert cells[2] == str(values['images'])
+    assert cells[3].startswith(f"{100 * values['recall']:.2f} (")
+    assert cells[6] == f"{100 * values['auc']:.2f} ({100 * low:.2f}-{100 * high:.2f})"
+  header = lines.index('| True | Normal | COVID | Pneumonia |')
+  assert [line.split(' | ')[1:] for line in lines[header + 2:header + 5]] == [
+      [str(count) for count in row[:-1]] + [f'{row[-1]} |'] for row in overall['confusion_matrix']]
+  assert f"macro AUC (the mean of the classes' AUCs) {100 * overall['macro_auc']:.2f}%" in markdown
+  assert 'COVID is the positive class, against the others together' in markdown
+  texts = {figure._suptitle.get_text() if figure._suptitle else figure.axes[0].get_title():
+           figure for figure in figures}
+  matrix = texts['Test confusion matrix, most probable class']
+  assert [text.get_text().split('\n')[0] for text in matrix.axes[0].texts] == [
+      str(count) for row in overall['confusion_matrix'] for count in row]
+  binary = texts['Test confusion matrix, decision threshold 0.5']
+  assert [label.get_text() for label in binary.axes[0].get_xticklabels()] == ['Not COVID',
+                                                                               'COVID']
+  roc = next(figure for title, figure in texts.items() if title.startswith('ROC per class'))
+  assert f"macro AUC {overall['macro_auc']:.3f}" in roc.axes[0].get_title()
+  header = (tmp_path / 'predictions.csv').read_text().splitlines()[0]
+  assert header.endswith('label,probability,class,predicted_class,probability_normal,'
+                         'probability_covid,probability_pneumonia')

@@ -2,13 +2,13 @@
 
 import collections
 import dataclasses
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
-from hybridcovid import errors
-from hybridcovid.data.sources import CLASS_NAMES, Record
+from hybridcovid import classes, errors
+from hybridcovid.data.sources import Record
 from hybridcovid.data.splits import SPLITS
 
 THUMBNAIL_SIZE = 16
@@ -116,12 +116,14 @@ def keys_to_drop(report: Mapping) -> list[str]:
   return sorted(drop)
 
 
-def class_balance(facts: Iterable[ImageFacts], assignment: Mapping[str, str]) -> dict:
-  counts = {split: collections.defaultdict(lambda: dict.fromkeys(CLASS_NAMES, 0))
+def class_balance(facts: Iterable[ImageFacts], assignment: Mapping[str, str],
+                  names: Sequence[str] = classes.BINARY) -> dict:
+  """Images per split, modality and class (of the task's class `names`)."""
+  counts = {split: collections.defaultdict(lambda: dict.fromkeys(names, 0))
             for split in SPLITS}
   for fact in facts:
     record = fact.record
-    counts[assignment[record.key]][record.modality][CLASS_NAMES[record.label]] += 1
+    counts[assignment[record.key]][record.modality][classes.NAMES[record.label]] += 1
   return {split: {modality: dict(labels) for modality, labels in sorted(by_modality.items())}
           for split, by_modality in counts.items()}
 
@@ -149,8 +151,10 @@ def image_statistics(facts: Iterable[ImageFacts]) -> dict:
 
 def audit(facts: list[ImageFacts], assignment: Mapping[str, str],
           bad_files: list[dict] = (),
-          min_correlation: float = NEAR_DUPLICATE_CORRELATION) -> dict:
-  """The full audit report of readable images `facts` under a split `assignment`."""
+          min_correlation: float = NEAR_DUPLICATE_CORRELATION,
+          names: Sequence[str] = classes.BINARY) -> dict:
+  """The full audit report of readable images `facts` of the task's class `names` under a
+  split `assignment`."""
   return {
       'images': len(facts),
       'patients': len({fact.record.patient_id for fact in facts}),
@@ -159,7 +163,7 @@ def audit(facts: list[ImageFacts], assignment: Mapping[str, str],
       'exact_duplicates_across_splits': exact_duplicates_across_splits(facts, assignment),
       'near_duplicates_across_splits': near_duplicates_across_splits(
           facts, assignment, min_correlation),
-      'class_balance': class_balance(facts, assignment),
+      'class_balance': class_balance(facts, assignment, names),
       'image_statistics': image_statistics(facts),
       'bad_files': list(bad_files),
   }
@@ -167,10 +171,13 @@ def audit(facts: list[ImageFacts], assignment: Mapping[str, str],
 
 def format_table(report: Mapping) -> str:
   """A short plain-text table of the audit for the log."""
-  lines = [f'{"split":<11}{"modality":<9}{"covid":>7}{"normal":>8}']
+  names = [name for name in classes.NAMES
+           if any(name in labels for by_modality in report['class_balance'].values()
+                  for labels in by_modality.values())]
+  lines = [f'{"split":<11}{"modality":<9}' + ''.join(f'{name:>10}' for name in names)]
   for split, by_modality in report['class_balance'].items():
     for modality, labels in by_modality.items():
-      lines.append(f'{split:<11}{modality:<9}{labels["covid"]:>7}{labels["normal"]:>8}')
+      lines.append(f'{split:<11}{modality:<9}' + ''.join(f'{labels[name]:>10}' for name in names))
   lines += [
       f'images {report["images"]}, patients {report["patients"]} '
       f'({report["patients_unknown"]} images without a patient id)',

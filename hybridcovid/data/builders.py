@@ -19,12 +19,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from hybridcovid import classes
 from hybridcovid.data import audit, prepare, sources
 
 _FEATURES = {
     # PNG bytes from `prepare`, stored as they are (grey ones decode to 3 channels).
     'image': tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-    'label': tfds.features.ClassLabel(names=sources.CLASS_NAMES),
+    'label': tfds.features.ClassLabel(names=classes.NAMES),
     'modality': tfds.features.Text(),
     'source': tfds.features.Text(),
     'patient_id': tfds.features.Text(),
@@ -44,9 +45,10 @@ ALL_SPLIT = 'images'
 
 def _fingerprint(root: str, ct_window: tuple[float, float], max_stored_side: int,
                  records: list[sources.Record]) -> str:
-  """Changes whenever a file, a label or a patient id changes, or the CT window or
-  the stored size does."""
-  digest = hashlib.sha1(f'{root}|{ct_window[0]}|{ct_window[1]}|{max_stored_side}'.encode())
+  """Changes whenever a file, a label or a patient id changes, or the CT window, the
+  stored size or the class names do."""
+  digest = hashlib.sha1(f'{root}|{ct_window[0]}|{ct_window[1]}|{max_stored_side}|'
+                        f'{",".join(classes.NAMES)}'.encode())
   for record in records:
     try:
       stat = os.stat(record.path)
@@ -114,7 +116,7 @@ class _ScannedImages(tfds.core.GeneratorBasedBuilder):
 
 
 class Covid19Radiography(_ScannedImages):
-  """COVID-19 Radiography Database (CXR): its COVID and Normal images."""
+  """COVID-19 Radiography Database (CXR): its COVID, Normal and Viral Pneumonia images."""
 
   name = 'hybridcovid_radiography'
   scan = staticmethod(sources.scan_radiography)
@@ -123,8 +125,9 @@ class Covid19Radiography(_ScannedImages):
   (https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database),
   unzip it, and pass the unzipped folder as --config.data.cxr_dir. Both the
   newer layout (COVID/images/*.png, Normal/images/*.png) and the older flat
-  one (COVID/*.png, NORMAL/*.png) are read; other classes and masks are
-  ignored.
+  one (COVID/*.png, NORMAL/*.png) are read, with the Viral Pneumonia folder
+  for --config.data.classes=normal,covid,pneumonia; Lung_Opacity and the masks
+  are ignored.
   """
 
 
@@ -148,7 +151,7 @@ class ImageFolder(_ScannedImages):
   scan = staticmethod(sources.scan_folder)
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Put the images in <root>/<label>/... (label folders such as COVID, Normal,
-  non-COVID; optionally below cxr/ and ct/ folders), or list them in
+  non-COVID, Pneumonia; optionally below cxr/ and ct/ folders), or list them in
   <root>/manifest.csv with columns relpath,label and optionally
   patient_id,modality,source. Pass the root as --config.data.folder_dir.
   """

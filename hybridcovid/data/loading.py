@@ -13,6 +13,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from hybridcovid import classes
 from hybridcovid.data import audit, sources, splits, synthetic
 
 SPLIT_FILE = 'split.json'
@@ -50,7 +51,8 @@ def source_folders(data_config: ml_collections.ConfigDict, workdir: str
                                                                          SYNTHETIC_DIR)
     synthetic.generate(root, seed=data_config.synthetic_seed,
                        patients_per_class=data_config.synthetic_patients_per_class,
-                       image_size=data_config.synthetic_image_size)
+                       image_size=data_config.synthetic_image_size,
+                       names=classes.of_config(data_config))
     return [('folder', root)]
   folders = [(layout, folder) for layout, folder in (
       (data_config.cxr_layout, data_config.cxr_dir),
@@ -99,8 +101,10 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
       layout, folder, prepared_dir(data_config, workdir), ct_window,
       max_stored_side=data_config.get('max_stored_side', 0),
       processes=data_config.get('prepare_processes', 0)) for layout, folder in folders]
-  facts = [fact for builder in prepared for fact in builders.read_facts(builder)
-           if fact.record.modality in data_config.modalities]
+  names = classes.of_config(data_config)
+  facts, left_out = select_classes(
+      [fact for builder in prepared for fact in builders.read_facts(builder)
+       if fact.record.modality in data_config.modalities], names, every_class=not all_test)
   bad = [fact for fact in facts if fact.error]
   if bad and not data_config.skip_bad:
     raise _bad_file_error(bad)
@@ -134,14 +138,16 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
 
   report = audit.audit(facts, assignment,
                        bad_files=[{'file': f.record.path, 'error': f.error} for f in bad],
-                       min_correlation=data_config.near_duplicate_correlation)
+                       min_correlation=data_config.near_duplicate_correlation, names=names)
+  report['classes'] = list(names)
+  report['modalities_left_out'] = left_out
   report['dropped_duplicates'] = (
       audit.keys_to_drop(report) if data_config.drop_duplicates else [])
   dropped = set(report['dropped_duplicates'])
   assignment = {key: split for key, split in assignment.items() if key not in dropped}
   # Balance as trained and evaluated: after duplicates are dropped.
   report['class_balance'] = audit.class_balance(
-      [fact for fact in facts if fact.record.key in assignment], assignment)
+      [fact for fact in facts if fact.record.key in assignment], assignment, names)
   if write_files:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, AUDIT_FILE), 'w') as f:
@@ -152,6 +158,44 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
   if not all_test:
     _check_classes_per_split(report['class_balance'])
   return LoadedData(prepared, facts, assignment, report)
+
+
+def select_classes(facts: list[audit.ImageFacts], names: tuple[str, ...],
+                   every_class: bool = True) -> tuple[list[audit.ImageFacts], dict[str, str]]:
+  """(the images of the task's class `names`, {modality left out: why}).
+
+  With three classes and `every_class`, a modality without images of every
+  class is left out: pooled with the others, "pneumonia" would also mean "not
+  this modality". Evaluating a trained model on other data keeps every image.
+  """
+  kept = [fact for fact in facts if fact.record.label < len(names)]
+  if len(kept) < len(facts):
+    logging.info('%d images of other classes (%s) left out: the task is %s.',
+                 len(facts) - len(kept), ', '.join(classes.NAMES[len(names):]),
+                 ' against '.join(reversed(names)))
+  modalities = sorted({fact.record.modality for fact in kept})
+  missing = {}
+  for modality in modalities if len(names) > 2 and every_class else ():
+    present = {fact.record.label for fact in kept if fact.record.modality == modality}
+    if len(present) < len(names):
+      missing[modality] = '/'.join(name for label, name in enumerate(names)
+                                   if label not in present)
+  if kept and len(missing) == len(modalities):
+    raise sources.DataSourceError(
+        f'No modality has images of every class of --config.data.classes={",".join(names)}: '
+        + '; '.join(f'the {modality.upper()} images have no {absent} images'
+                    for modality, absent in missing.items())
+        + f'. Add the missing class folders, or train on {",".join(classes.BINARY)}.')
+  left_out = {}
+  for modality, absent in missing.items():
+    others = '/'.join(other.upper() for other in modalities if other not in missing)
+    left_out[modality] = (f'the {modality.upper()} data have no {absent} images, so pooled '
+                          f'with {others}, {absent} would also mean "not {modality.upper()}"')
+    logging.warning('Left out the %s images: %s. Add %s images of %s to train on them, or '
+                    'set --config.data.modalities to the others.', modality.upper(),
+                    left_out[modality], absent, modality.upper())
+  kept = [fact for fact in kept if fact.record.modality not in left_out]
+  return kept, left_out
 
 
 def _check_classes_per_split(balance: dict) -> None:

@@ -4,8 +4,13 @@ Three layouts are understood:
 - a generic folder, `<root>/[<modality>/]<label>/**/<image>`, with an optional
   `manifest.csv` (`relpath,label` and optionally `patient_id,modality,source`);
 - the COVID-19 Radiography Database (CXR), in its older flat layout
-  (`COVID/*.png`, `NORMAL/*.png`) and its newer one (`COVID/images/*.png`);
+  (`COVID/*.png`, `NORMAL/*.png`) and its newer one (`COVID/images/*.png`),
+  with its `Viral Pneumonia` folder (`Lung_Opacity` names no diagnosis and is
+  ignored);
 - the SARS-CoV-2 CT-scan dataset (`COVID/`, `non-COVID/`).
+
+Labels are indices into `classes.NAMES`: pneumonia images are found whatever
+the task, and the two-class task leaves them out later (`loading`).
 """
 
 import csv
@@ -15,16 +20,18 @@ import re
 
 from absl import logging
 
-from hybridcovid import errors
+from hybridcovid import classes, errors
 from hybridcovid.data.decode import IMAGE_EXTENSIONS
 
-CLASS_NAMES = ('normal', 'covid')  # Label 1, COVID, is the positive class.
-# Labels 0 and 1 as folders, manifests and reports write them.
-LABEL_NAMES = ('Normal', 'COVID')
 MODALITIES = ('cxr', 'ct')
+_COVID, _NORMAL, _PNEUMONIA = (classes.NAMES.index(name) for name in ('covid', 'normal',
+                                                                       'pneumonia'))
 _LABEL_ALIASES = {
-    'covid': 1, 'covid19': 1, 'sarscov2': 1, 'positive': 1,
-    'normal': 0, 'noncovid': 0, 'noncovid19': 0, 'negative': 0,
+    'covid': _COVID, 'covid19': _COVID, 'sarscov2': _COVID, 'positive': _COVID,
+    'normal': _NORMAL, 'noncovid': _NORMAL, 'noncovid19': _NORMAL, 'negative': _NORMAL,
+    'pneumonia': _PNEUMONIA, 'viralpneumonia': _PNEUMONIA, 'bacterialpneumonia': _PNEUMONIA,
+    'otherpneumonia': _PNEUMONIA, 'noncovidpneumonia': _PNEUMONIA,
+    'communityacquiredpneumonia': _PNEUMONIA,
 }
 _MODALITY_ALIASES = {'cxr': 'cxr', 'xray': 'cxr', 'chestxray': 'cxr', 'ct': 'ct',
                      'ctscan': 'ct'}
@@ -57,7 +64,8 @@ def _folded(name: str) -> str:
 
 
 def label_from_name(name: str) -> int | None:
-  """1 for COVID folder names, 0 for normal ones (any case, spaces, hyphens, underscores)."""
+  """The label a folder or manifest names: COVID, normal (also non-COVID) or pneumonia
+  (also Viral Pneumonia and the like), in any case, spaces, hyphens, underscores."""
   return _LABEL_ALIASES.get(_folded(name))
 
 
@@ -101,10 +109,10 @@ def _check_classes(records: list[Record], root: str) -> list[Record]:
   for modality in sorted({record.modality for record in records}):
     labels = {record.label for record in records if record.modality == modality}
     if len(labels) < 2:
-      present = CLASS_NAMES[labels.pop()]
+      present = classes.NAMES[labels.pop()]
       raise DataSourceError(
           f'{root}: the {modality} images are all {present}; a classifier needs '
-          'both COVID and normal images. Add the missing class folder.')
+          'COVID and normal images. Add the missing class folder.')
   unknown = sum(not record.patient_known for record in records)
   if unknown:
     logging.warning(
@@ -126,7 +134,7 @@ def _records_from_manifest(root: str, default_source: str) -> list[Record]:
     modality = modality_from_name(row.get('modality') or 'cxr')
     if not relpath or label is None or modality is None:
       raise DataSourceError(
-          f'{path}, line {line}: needs a relpath, a label (COVID or normal) '
+          f'{path}, line {line}: needs a relpath, a label (COVID, normal or pneumonia) '
           f'and, if given, a modality (cxr or ct); got {dict(row)}.')
     source = (row.get('source') or '').strip() or f'{default_source}-{modality}'
     patient = (row.get('patient_id') or '').strip()
@@ -178,8 +186,10 @@ def scan_folder(root: str, modality: str = 'cxr', source: str | None = None
   return _check_classes(records, root)
 
 
-def _find_class_folders(root: str, names: dict[str, int]) -> dict[int, str]:
-  """Finds class folders in `root` or in its single sub-folder (the archive's top)."""
+def _find_class_folders(root: str, names: dict[str, int], required: set[int]
+                        ) -> dict[int, str]:
+  """Finds class folders in `root` or in one of its sub-folders (the archive's top): those
+  of the `required` labels, and of the others where they are."""
   candidates = [root] + [os.path.join(root, name) for name in sorted(os.listdir(root))
                          if os.path.isdir(os.path.join(root, name))]
   for folder in candidates:
@@ -188,21 +198,23 @@ def _find_class_folders(root: str, names: dict[str, int]) -> dict[int, str]:
       label = names.get(_folded(name))
       if label is not None and os.path.isdir(os.path.join(folder, name)):
         found[label] = os.path.join(folder, name)
-    if len(found) == len(set(names.values())):
+    if required <= set(found):
       return found
   raise DataSourceError(
-      f'{root}: class folders not found (looked for {sorted(names)} in the folder '
+      f'{root}: class folders not found (looked for '
+      f'{sorted(name for name, label in names.items() if label in required)} in the folder '
       'and its sub-folders). Unpack the archive there, keeping its folders.')
 
 
 def _scan_kaggle(root: str, names: dict[str, int], modality: str, source: str
                  ) -> list[Record]:
+  """The images of a Kaggle archive's class folders; COVID and normal ones must be there."""
   root = os.path.abspath(root)
   if not os.path.isdir(root):
     raise DataSourceError(f'{root}: no such folder; see the manual download '
                           'instructions of the data set.')
   records = []
-  for label, folder in sorted(_find_class_folders(root, names).items()):
+  for label, folder in sorted(_find_class_folders(root, names, {_COVID, _NORMAL}).items()):
     images = os.path.join(folder, 'images')  # Newer layout; masks/ is ignored.
     for path in _class_images(images if os.path.isdir(images) else folder):
       relpath = os.path.relpath(path, root)
@@ -212,11 +224,13 @@ def _scan_kaggle(root: str, names: dict[str, int], modality: str, source: str
 
 
 def scan_radiography(root: str) -> list[Record]:
-  """COVID and Normal CXR images of the COVID-19 Radiography Database."""
-  return _scan_kaggle(root, {'covid': 1, 'covid19': 1, 'normal': 0}, 'cxr',
+  """COVID, Normal and, where present, Viral Pneumonia CXR images of the COVID-19
+  Radiography Database."""
+  return _scan_kaggle(root, {'covid': _COVID, 'covid19': _COVID, 'normal': _NORMAL,
+                             'viralpneumonia': _PNEUMONIA}, 'cxr',
                       'covid19-radiography-database')
 
 
 def scan_ctscan(root: str) -> list[Record]:
   """COVID and non-COVID CT slices of the SARS-CoV-2 CT-scan dataset."""
-  return _scan_kaggle(root, {'covid': 1, 'noncovid': 0}, 'ct', 'sarscov2-ctscan')
+  return _scan_kaggle(root, {'covid': _COVID, 'noncovid': _NORMAL}, 'ct', 'sarscov2-ctscan')

@@ -1,4 +1,5 @@
-"""A synthetic COVID-19 versus normal chest X-ray and CT data set, made from a seed.
+"""A synthetic COVID-19 versus normal (and pneumonia) chest X-ray and CT data set, made
+from a seed.
 
 `generate` draws synthetic patients and writes their images in the layout of the
 real data, `root/<modality>/<Label>/<file>.png`, with `root/manifest.csv`, so the
@@ -6,7 +7,11 @@ same loading code reads both. COVID patients show patchy, soft-edged ground-glas
 opacities near the lateral and posterior edges of the lungs, of faint to clear
 contrast. Normal patients show none but may have central (hilar) brightening, a
 single small nodule, prominent vessels or, on CT, a faint band of dependent
-density. Anatomy, brightness and contrast vary per patient in the same way for
+density. With three classes, chest X-rays also come from pneumonia patients:
+a lobar consolidation, one dense opacity filling the lower or middle part of
+one lung below a sharp upper border (a fissure). CT has no pneumonia class, as
+in the paper's CT data. The COVID and normal images are the same with two
+classes and with three. Anatomy, brightness and contrast vary per patient in the same way for
 both classes, so the class cannot be read from global statistics. The images of
 one patient share its anatomy and findings; each is shifted by a few pixels and
 has its own noise and a slightly different brightness.
@@ -29,11 +34,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from hybridcovid import errors
+from hybridcovid import classes, errors
 from hybridcovid.data import sources
 
 MODALITIES = ('cxr', 'ct')
-LABELS = sources.LABEL_NAMES[::-1]  # COVID first: the order seeds each image's generator.
+# COVID first: the order seeds each image's generator.
+LABELS = ('COVID', 'Normal', 'Pneumonia')
+# The labels each modality has in the three-class data set.
+THREE_CLASS_LABELS = {'cxr': LABELS, 'ct': LABELS[:2]}
 MANIFEST_HEADER = ('relpath', 'label', 'modality', 'source', 'patient_id')
 PARAMETERS_NAME = 'synthetic.json'
 MIN_IMAGE_SIZE = 32
@@ -109,6 +117,22 @@ class _Blob:
     return self.amplitude * np.exp(
         -0.5 * (((x - self.center_x) / self.sigma_x) ** 2
                 + ((y - self.center_y) / self.sigma_y) ** 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Consolidation:
+  """Lobar pneumonia: a dense opacity filling one lung below a sharp, slightly tilted upper
+  border (a fissure), fading out below `bottom`."""
+  lung: _Ellipse
+  fissure_y: float
+  tilt: float
+  bottom: float
+  amplitude: float
+
+  def density(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    fissure = self.fissure_y + self.tilt * (x - self.lung.center_x)
+    return (self.amplitude * self.lung.mask(x, y) * _sigmoid((y - fissure) / EDGE_WIDTH)
+            * _sigmoid((self.bottom - y) / (4 * EDGE_WIDTH)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +320,21 @@ def _draw_confounders(rng: np.random.Generator, lungs: tuple[_Ellipse, _Ellipse]
   return blobs
 
 
+def _draw_consolidation(rng: np.random.Generator, lungs: tuple[_Ellipse, _Ellipse],
+                        lung_depth: float) -> _Consolidation:
+  """A lower-lobe consolidation (most often) or a middle-zone one, in one lung."""
+  lung_field = lungs[rng.integers(2)]
+  top, height = lung_field.center_y - lung_field.radius_y, 2 * lung_field.radius_y
+  if rng.random() < 0.6:
+    fissure = top + height * rng.uniform(0.45, 0.6)
+    bottom = top + 2 * height  # Down to the diaphragm.
+  else:
+    fissure = top + height * rng.uniform(0.2, 0.35)
+    bottom = fissure + height * rng.uniform(0.25, 0.35)
+  return _Consolidation(lung_field, fissure, rng.uniform(-0.3, 0.3), bottom,
+                        lung_depth * rng.uniform(0.6, 1.0))
+
+
 def _draw_intensity(rng: np.random.Generator) -> _Intensity:
   """Draws brightness, contrast and noise, alike for both classes."""
   return _Intensity(gain=rng.uniform(0.7, 1.15), offset=rng.uniform(-0.04, 0.08),
@@ -303,8 +342,9 @@ def _draw_intensity(rng: np.random.Generator) -> _Intensity:
                     fine_noise=rng.uniform(0.01, 0.02))
 
 
-def _draw_chest_xray(rng: np.random.Generator, is_covid: bool) -> _ChestXray:
-  """Draws the anatomy of one chest X-ray patient and the findings of its class."""
+def _draw_chest_xray(rng: np.random.Generator, label: str) -> _ChestXray:
+  """Draws the anatomy of one chest X-ray patient and the findings of its class `label`."""
+  is_covid = label == 'COVID'
   body = _Ellipse(rng.normal(0.0, 0.03), rng.uniform(0.25, 0.35),
                   rng.uniform(0.9, 1.0), rng.uniform(1.2, 1.3))
   separation = rng.uniform(0.4, 0.46)
@@ -344,6 +384,8 @@ def _draw_chest_xray(rng: np.random.Generator, is_covid: bool) -> _ChestXray:
     findings = _draw_opacities(rng, lungs, body.center_x, CXR_OPACITY_ANGLES, lung_depth)
   else:
     findings = tuple(_draw_confounders(rng, lungs, body.center_x, lung_depth))
+  if label == 'Pneumonia':
+    findings += (_draw_consolidation(rng, lungs, lung_depth),)
   return _ChestXray(
       body=body, lungs=lungs, heart=heart,
       diaphragm_heights=(diaphragm, diaphragm + rng.uniform(0.0, 0.06)),
@@ -421,8 +463,10 @@ def patient_images(seed: int, modality: str, label: str, index: int,
   from the patient's own random stream and carry its site's marker.
   """
   rng = np.random.default_rng([seed, MODALITIES.index(modality), LABELS.index(label), index])
-  draw = _draw_chest_xray if modality == 'cxr' else _draw_chest_ct
-  patient = draw(rng, label == 'COVID')
+  if modality == 'cxr':
+    patient = _draw_chest_xray(rng, label)
+  else:
+    patient = _draw_chest_ct(rng, label == 'COVID')
   intensity = _draw_intensity(rng)
   margin = max(1, round(MAX_SHIFT * size))
   canvas = size + 2 * margin
@@ -454,8 +498,9 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def generate(root: str, seed: int = 0, patients_per_class: int = 40,
-             image_size: int = 128) -> str:
-  """Writes the synthetic data set under `root` and returns the manifest path.
+             image_size: int = 128, names: tuple[str, ...] = classes.BINARY) -> str:
+  """Writes the synthetic data set of the class `names` under `root` and returns the
+  manifest path. With three classes, the chest X-rays gain pneumonia patients.
 
   Also writes the parameters to `root/synthetic.json`, and returns at once if
   `root` already holds the data set of these parameters.
@@ -472,6 +517,9 @@ def generate(root: str, seed: int = 0, patients_per_class: int = 40,
     raise errors.UserError(f'image_size must be at least {MIN_IMAGE_SIZE}; got {image_size}.')
   parameters = {'seed': seed, 'patients_per_class': patients_per_class,
                 'image_size': image_size, 'sites': list(SITES)}
+  three_classes = len(names) > 2
+  if three_classes:  # Two-class data sets written before this field match as they are.
+    parameters['classes'] = list(names)
   manifest_path = os.path.join(root, sources.MANIFEST)
   parameters_path = os.path.join(root, PARAMETERS_NAME)
   if os.path.isdir(root) and os.listdir(root):
@@ -487,7 +535,7 @@ def generate(root: str, seed: int = 0, patients_per_class: int = 40,
         'folder, or delete this one.')
   rows = []
   for modality in MODALITIES:
-    for label in LABELS:
+    for label in THREE_CLASS_LABELS[modality] if three_classes else LABELS[:2]:
       os.makedirs(os.path.join(root, modality, label), exist_ok=True)
       for index in range(patients_per_class):
         patient_id = f'{modality}-{label.lower()}-{index:03d}'

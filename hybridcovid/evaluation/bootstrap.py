@@ -33,7 +33,8 @@ def patient_weights(patients: np.ndarray, resamples: int, seed: int) -> np.ndarr
   return drawn[:, patient_of_image].astype(np.float64)
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+  """numerator / denominator elementwise, NaN where the denominator is 0."""
   with np.errstate(invalid='ignore', divide='ignore'):
     return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1),
                     np.nan)
@@ -50,7 +51,7 @@ def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) ->
   negative = np.add.reduceat((weights * ~labels)[:, order], starts, axis=1)
   negatives_below = np.cumsum(negative, axis=1) - negative
   wins = np.sum(positive * (negatives_below + 0.5 * negative), axis=1)
-  return _ratio(wins, positive.sum(axis=1) * negative.sum(axis=1))
+  return ratio(wins, positive.sum(axis=1) * negative.sum(axis=1))
 
 
 def weighted_metrics(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray,
@@ -60,9 +61,9 @@ def weighted_metrics(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray
   predicted = np.asarray(scores, np.float64) >= threshold
   tp, fp, fn, tn = (weights @ (labels & predicted), weights @ (~labels & predicted),
                     weights @ (labels & ~predicted), weights @ (~labels & ~predicted))
-  return {'accuracy': _ratio(tp + tn, tp + fp + fn + tn), 'recall': _ratio(tp, tp + fn),
-          'specificity': _ratio(tn, tn + fp), 'precision': _ratio(tp, tp + fp),
-          'npv': _ratio(tn, tn + fn), 'f1': _ratio(2 * tp, 2 * tp + fp + fn),
+  return {'accuracy': ratio(tp + tn, tp + fp + fn + tn), 'recall': ratio(tp, tp + fn),
+          'specificity': ratio(tn, tn + fp), 'precision': ratio(tp, tp + fp),
+          'npv': ratio(tn, tn + fn), 'f1': ratio(2 * tp, 2 * tp + fp + fn),
           'auc': weighted_auc(labels, scores, weights)}
 
 
@@ -76,11 +77,15 @@ def confidence_intervals(labels: np.ndarray, scores: np.ndarray, patients: np.nd
   """
   weights = patient_weights(patients, resamples, seed)
   values = weighted_metrics(labels, scores, weights, threshold)
+  return {name: percentile_interval(values[name], level) for name in metrics.METRIC_NAMES}
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+  """The percentile interval of the resampled `values` that are defined (not NaN);
+  (nan, nan) where none is."""
+  defined = values[~np.isnan(values)]
+  if not len(defined):
+    return float('nan'), float('nan')
   tail = 100 * (1 - level) / 2
-  intervals = {}
-  for name in metrics.METRIC_NAMES:
-    defined = values[name][~np.isnan(values[name])]
-    low, high = (np.percentile(defined, [tail, 100 - tail]) if len(defined)
-                 else (np.nan, np.nan))
-    intervals[name] = (float(low), float(high))
-  return intervals
+  low, high = np.percentile(defined, [tail, 100 - tail])
+  return float(low), float(high)

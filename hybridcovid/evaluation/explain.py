@@ -2,12 +2,14 @@
 
 For each backbone's last feature map A (h x w x C), the target y is the
 decision's logit margin (COVID minus normal for a COVID decision, the reverse
-for a normal one). Each channel is weighted by the spatial mean of dy/dA, and
+for a normal one; with three classes, the COVID logit against the log-sum-exp
+of the other two). Each channel is weighted by the spatial mean of dy/dA, and
 the heat map is the ReLU of the weighted channel sum (Selvaraju et al., 2017).
 Summed over all positions before the ReLU, a backbone's map equals its
-evidence, the sum of gradient x input over its pooled features; the evidence
-of all backbones adds up to the margin less the head's bias terms, so each
-branch's share of the positive evidence says which branch drove the decision.
+evidence, the sum of gradient x input over its pooled features; with two
+classes the evidence of all backbones adds up to the margin less the head's
+bias terms, so each branch's share of the positive evidence says which branch
+drove the decision.
 """
 
 import functools
@@ -22,7 +24,7 @@ from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 from PIL import Image
 
-from hybridcovid import models
+from hybridcovid import classes, models
 
 # Where reports and predictions keep their Grad-CAM PNGs.
 GRADCAM_DIR = 'gradcam'
@@ -36,13 +38,16 @@ NO_EVIDENCE = 'No evidence for\nthis decision\nin this branch'
 
 @functools.partial(jax.jit, static_argnums=0)
 def _margin_gradients(model, variables, images, sign):
-  """Gradients of the signed logit margins with respect to each backbone's feature map."""
+  """Gradients of the signed COVID log-odds (the COVID logit against the log-sum-exp of the
+  others': the logit margin with two classes) with respect to each backbone's feature map."""
   _, shapes = jax.eval_shape(
       lambda x: models.apply_with_feature_maps(model, variables, x), images)
 
   def margin(offsets):
     logits, feature_maps = models.apply_with_feature_maps(model, variables, images, offsets)
-    return jnp.sum(sign * (logits[:, 1] - logits[:, 0])), (logits, feature_maps)
+    others = jnp.delete(logits, classes.COVID, axis=1, assume_unique_indices=True)
+    log_odds = logits[:, classes.COVID] - jax.nn.logsumexp(others, axis=1)
+    return jnp.sum(sign * log_odds), (logits, feature_maps)
 
   zeros = {name: jnp.zeros(shape.shape, jnp.float32) for name, shape in shapes.items()}
   gradients, (logits, feature_maps) = jax.grad(margin, has_aux=True)(zeros)
@@ -57,8 +62,9 @@ def gradcam(model: models.HybridClassifier, variables: Mapping[str, Any],
     model: the classifier.
     variables: its 'params' and 'batch_stats'.
     images: [N, H, W, 3] images as the model takes them.
-    toward_covid: [N] booleans: explain the evidence for COVID (True) or for
-      normal (False), usually the model's decision.
+    toward_covid: [N] booleans: explain the evidence for COVID (True) or against
+      it (False: for normal, or with three classes for normal or pneumonia),
+      usually the model's decision.
 
   Returns:
     'probability': [N] COVID probabilities; 'heat': {backbone: [N, h, w]}
@@ -73,7 +79,7 @@ def gradcam(model: models.HybridClassifier, variables: Mapping[str, Any],
     signed = jnp.einsum('nhwc,nc->nhw', feature_maps[name].astype(jnp.float32), weights)
     heat[name] = np.asarray(jax.nn.relu(signed))
     evidence[name] = np.asarray(jnp.sum(signed, axis=(1, 2)))
-  return {'probability': np.asarray(jax.nn.softmax(logits)[:, 1]), 'heat': heat,
+  return {'probability': np.asarray(jax.nn.softmax(logits)[:, classes.COVID]), 'heat': heat,
           'evidence': evidence}
 
 

@@ -6,7 +6,7 @@ from typing import Sequence
 from absl import logging
 import ml_collections
 
-from hybridcovid import models
+from hybridcovid import classes, models
 from hybridcovid.data import loading, resize
 from hybridcovid.evaluation import explain
 from hybridcovid.training import train
@@ -53,7 +53,8 @@ def explain_examples(config: ml_collections.ConfigDict, state: train.InferenceSt
     counts[row['outcome']] = counts.get(row['outcome'], 0) + 1
     names.append(f"{row['outcome'].replace(' ', '_')}_{counts[row['outcome']]}.png")
   shares = explain.explain_images(
-      models.create_classifier(config.model), train.host_variables(state), images,
+      models.create_classifier(config.model, len(classes.of_config(config.data))),
+      train.host_variables(state), images,
       [row['probability'] >= threshold for row in examples],
       [explain.decision_title(row['outcome'], row['probability'], threshold)
        for row in examples],

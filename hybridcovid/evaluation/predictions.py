@@ -6,7 +6,9 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from hybridcovid import classes
 from hybridcovid.data import input_pipeline, loading
+from hybridcovid.evaluation import multiclass
 from hybridcovid.training import parallel, train
 
 
@@ -29,11 +31,20 @@ def predict_split(state: train.InferenceState, stream: input_pipeline.InputPipel
   return np.concatenate(ids), jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
 
-def prediction_rows(data: loading.LoadedData, ids: np.ndarray,
-                    probabilities: np.ndarray) -> list[dict]:
-  """One row per example: key, patient, modality, source, label, COVID probability."""
+def prediction_rows(data: loading.LoadedData, ids: np.ndarray, outputs: dict) -> list[dict]:
+  """One row per example: key, patient, modality, source, label (1 for COVID, 0 for any other
+  class) and COVID `probability`, from `outputs` of `train.eval_features_step`.
+
+  With more than two classes, also the true `class` and the `predicted_class` (the most
+  probable) by name, and `probability_<class>` of each.
+  """
   records = [data.facts[i].record for i in ids]
-  return [{'key': record.key, 'patient_id': record.patient_id,
+  rows = [{'key': record.key, 'patient_id': record.patient_id,
            'modality': record.modality, 'source': record.source,
-           'label': record.label, 'probability': float(probability)}
-          for record, probability in zip(records, probabilities)]
+           'label': int(record.label == classes.COVID), 'probability': float(probability)}
+          for record, probability in zip(records, outputs['probability'])]
+  if outputs['class_probabilities'].shape[1] > 2:
+    for row, record, probabilities in zip(rows, records, outputs['class_probabilities']):
+      row['class'] = classes.NAMES[record.label]
+      row.update(multiclass.class_fields(probabilities))
+  return rows

@@ -6,7 +6,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hybridcovid import errors
 from hybridcovid.models.efficientnet import EfficientNetB0
 from hybridcovid.models.resnet import ResNet50
 
@@ -30,17 +29,13 @@ def create_backbone(arch: str, **kwargs: Any) -> nn.Module:
   return BACKBONES[arch](**kwargs)
 
 
-def create_classifier(model_config: Any, axis_name: str | None = None
+def create_classifier(model_config: Any, num_classes: int = 2, axis_name: str | None = None
                       ) -> 'HybridClassifier':
-  """Builds the classifier from a config's `model` section (see configs/default.py)."""
-  if model_config.num_classes != 2:
-    raise errors.UserError(
-        f'--config.model.num_classes={model_config.num_classes}: the classifier tells COVID '
-        'from normal, and its metrics, calibration and reports assume those two classes; '
-        'set it to 2.')
+  """Builds the classifier of `num_classes` outputs from a config's `model` section (see
+  configs/default.py); `classes.of_config(config.data)` names them."""
   return HybridClassifier(
       backbones=tuple(model_config.backbones),
-      num_classes=model_config.num_classes,
+      num_classes=num_classes,
       hidden_units=model_config.hidden_units,
       dropout_rate=model_config.dropout_rate,
       dtype=jnp.dtype(model_config.dtype),

@@ -8,8 +8,8 @@ matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from hybridcovid.data import sources
-from hybridcovid.evaluation import calibration, groups, metrics
+from hybridcovid import classes
+from hybridcovid.evaluation import calibration, groups, metrics, multiclass
 from hybridcovid.report.formatting import group_name
 
 
@@ -19,26 +19,70 @@ def threshold_label(threshold: float, fixed_on_validation: bool) -> str:
           else f'decision threshold {threshold:g}')
 
 
-def plot_confusion_matrices(predictions: Sequence[dict], path: str, threshold: float,
-                            label: str) -> None:
-  """One 2x2 confusion matrix (counts and row percentages) per group, at `threshold`,
-  named in the title by `label` (`threshold_label`)."""
-  labels = np.array([row['label'] for row in predictions])
-  scores = np.array([row['probability'] for row in predictions])
-  masks = groups.group_masks(predictions, by_source=False)
-  figure, axes = plt.subplots(1, len(masks), figsize=(3.6 * len(masks), 3.4), squeeze=False)
-  for axis, (group, mask) in zip(axes[0], masks.items()):
-    counts = metrics.confusion_counts(labels[mask], scores[mask] >= threshold)
-    matrix = np.array([[counts['tn'], counts['fp']], [counts['fn'], counts['tp']]])
+def _plot_matrices(matrices: dict[str, np.ndarray], titles: Sequence[str], path: str,
+                   title: str) -> None:
+  """Confusion matrices (counts and row percentages), one per group, side by side."""
+  figure, axes = plt.subplots(1, len(matrices), figsize=(1.2 * len(titles) + 1.2) * np.array(
+      [len(matrices), 0.95]), squeeze=False)
+  for axis, (group, matrix) in zip(axes[0], matrices.items()):
     axis.imshow(matrix, cmap='Blues', vmin=0)
     for (row, column), count in np.ndenumerate(matrix):
       share = count / max(matrix[row].sum(), 1)
       axis.text(column, row, f'{count}\n{100 * share:.1f}%', ha='center', va='center',
                 color='white' if count > matrix.max() / 2 else 'black')
-    axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=sources.LABEL_NAMES,
-             yticklabels=sources.LABEL_NAMES, xlabel='Predicted', ylabel='True',
-             title=group_name(group))
-  figure.suptitle(f'Test confusion matrix, {label}', fontsize='medium')
+    ticks = list(range(len(titles)))
+    axis.set(xticks=ticks, yticks=ticks, xticklabels=titles, yticklabels=titles,
+             xlabel='Predicted', ylabel='True', title=group_name(group))
+  figure.suptitle(title, fontsize='medium')
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def plot_confusion_matrices(predictions: Sequence[dict], path: str, threshold: float,
+                            label: str, negative: str = classes.NAMES[0]) -> None:
+  """One 2x2 confusion matrix, COVID against `negative` (`classes.negative_name`), per
+  group, at `threshold`, named in the title by `label` (`threshold_label`)."""
+  labels = np.array([row['label'] for row in predictions])
+  scores = np.array([row['probability'] for row in predictions])
+  matrices = {}
+  for group, mask in groups.group_masks(predictions, by_source=False).items():
+    counts = metrics.confusion_counts(labels[mask], scores[mask] >= threshold)
+    matrices[group] = np.array([[counts['tn'], counts['fp']], [counts['fn'], counts['tp']]])
+  titles = (negative[0].upper() + negative[1:], classes.TITLES[classes.COVID])
+  _plot_matrices(matrices, titles, path, f'Test confusion matrix, {label}')
+
+
+def plot_class_confusion_matrices(by_group: dict, names: Sequence[str], path: str) -> None:
+  """The confusion matrix of the classes (`multiclass.group_class_metrics`) per group but
+  the sources, each image given its most probable class."""
+  _plot_matrices({group: np.array(values['confusion_matrix'])
+                  for group, values in by_group.items() if not group.startswith('source:')},
+                 [classes.TITLES[classes.NAMES.index(name)] for name in names], path,
+                 'Test confusion matrix, most probable class')
+
+
+def plot_class_roc_curves(predictions: Sequence[dict], names: Sequence[str],
+                          path: str) -> None:
+  """Each class's ROC curve against the rest, overall, AUC in the legend, the macro AUC in
+  the title, and the point of the most-probable-class decision marked."""
+  by_class = multiclass.group_class_metrics(predictions, names)['overall']
+  figure, axis = plt.subplots(figsize=(4.8, 4.6))
+  for name in names:
+    labels = np.array([row['class'] == name for row in predictions])
+    if len(set(labels.tolist())) < 2:
+      continue
+    fpr, tpr, _ = metrics.roc_curve(labels, [row[f'probability_{name}'] for row in predictions])
+    values = by_class['classes'][name]
+    line, = axis.plot(fpr, tpr, label=f'{classes.TITLES[classes.NAMES.index(name)]} '
+                      f"against the rest (AUC {values['auc']:.3f})")
+    axis.plot(1 - values['specificity'], values['recall'], 'o', color=line.get_color(),
+              markeredgecolor='black')
+  axis.plot([], [], 'o', color='white', markeredgecolor='black', label='Most probable class')
+  axis.plot([0, 1], [0, 1], ':', color='grey', label='Chance')
+  axis.set(xlabel='1 - specificity', ylabel='Sensitivity (recall)', xlim=(0, 1),
+           ylim=(0, 1.01), title=f"ROC per class (test, macro AUC {by_class['macro_auc']:.3f})")
+  axis.legend(loc='lower right', fontsize='small')
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
@@ -96,8 +140,9 @@ def plot_reliability(predictions: Sequence[dict], path: str, threshold: float,
 
 
 def plot_training_curves(history: Sequence[dict], path: str, selected_epoch: int) -> None:
-  """Training and validation loss, training and validation accuracy (at threshold 0.5)
-  and AUC, and learning rate per epoch."""
+  """Training and validation loss, training and validation accuracy (at threshold 0.5
+  with two classes, of the most probable class with more) and AUC (macro with more than
+  two classes), and learning rate per epoch."""
   epochs = [entry['epoch'] for entry in history]
   figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
   axes[0].plot(epochs, [entry['train_loss'] for entry in history], 'o-', label='Training')
@@ -106,13 +151,16 @@ def plot_training_curves(history: Sequence[dict], path: str, selected_epoch: int
                  label='Validation')
   axes[0].set(xlabel='Epoch', ylabel='Cross-entropy', title='Loss')
   axes[1].plot(epochs, [entry['train_accuracy'] for entry in history], 'o-', label='Training accuracy')
-  axes[1].plot(epochs, [entry['validation']['accuracy'] for entry in history], 's-',
-               label='Validation accuracy')
-  axes[1].plot(epochs, [entry['validation']['auc'] for entry in history], '^-',
-               label='Validation AUC')
+  several = bool(history) and 'classes' in history[0]['validation']
+  axes[1].plot(epochs, [multiclass.selection_value(entry['validation'], 'accuracy')
+                        for entry in history], 's-', label='Validation accuracy')
+  axes[1].plot(epochs, [multiclass.selection_value(entry['validation'], 'macro_auc')
+                        if several else entry['validation']['auc'] for entry in history],
+               '^-', label=f'Validation {"macro " if several else ""}AUC')
   axes[1].axvline(selected_epoch, color='grey', linestyle=':', label='Selected')
-  axes[1].set(xlabel='Epoch', title='Accuracy (decision threshold 0.5) and AUC',
-              ylim=(0, 1.02))
+  axes[1].set(xlabel='Epoch', ylim=(0, 1.02), title=(
+      'Accuracy (most probable class) and AUC' if several
+      else 'Accuracy (decision threshold 0.5) and AUC'))
   axes[2].plot(epochs, [entry['learning_rate'] for entry in history], 'o-')
   axes[2].set(xlabel='Epoch', title='Learning rate (head, end of epoch)')
   for axis in axes[:2]:

@@ -2,15 +2,18 @@
 
 import numpy as np
 
-from hybridcovid.data import sources
-from hybridcovid.evaluation import bootstrap
+from hybridcovid import classes
+from hybridcovid.evaluation import bootstrap, multiclass
 from hybridcovid.report.formatting import group_name, percent, undefined
 
 # The paper's column names (Tables 2-4) first, then the further metrics.
 TABLE_COLUMNS = (('accuracy', 'Az'), ('specificity', 'Sp'), ('recall', 'Re'),
                  ('f1', 'F-M'), ('precision', 'PPV'), ('npv', 'NPV'), ('auc', 'AUC'))
-PROBE_TARGETS = {'disease': 'Disease (COVID or normal)', 'source': 'Data source',
+PROBE_TARGETS = {'disease': 'Disease ({})', 'source': 'Data source',
                  'modality': 'Modality (CXR or CT)'}
+# One class against the rest, with more than two classes.
+CLASS_COLUMNS = (('recall', 'Sensitivity'), ('specificity', 'Specificity'), ('precision', 'PPV'),
+                 ('auc', 'AUC'))
 
 # Marks an interval from too few images (`bootstrap.too_few_images`).
 FEW_IMAGES_MARK = '†'
@@ -153,7 +156,16 @@ def _patient_section(patient: dict | None) -> list[str]:
                   '![Reliability diagram per patient](patient_reliability.png)']
 
 
-def _shortcut_section(shortcut: dict | None) -> list[str]:
+def _titles(names) -> list[str]:
+  return [classes.TITLES[classes.NAMES.index(name)] for name in names]
+
+
+def _listed(words: list[str]) -> str:
+  """'a, b or c'."""
+  return ' or '.join([', '.join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
+def _shortcut_section(shortcut: dict | None, names: tuple[str, ...]) -> list[str]:
   if not shortcut:
     return []
   lines = ['', '## Shortcut check', '',
@@ -169,6 +181,8 @@ def _shortcut_section(shortcut: dict | None) -> list[str]:
   for name, title in PROBE_TARGETS.items():
     if name in shortcut:
       values = shortcut[name]
+      title = title.format(_listed(['COVID', *(name for name in reversed(names)
+                                               if name != 'covid')]))
       lines.append(f"| {title} | {values['classes']} | {values['folds']} | "
                    f"{percent(values['accuracy'])}% | {percent(values['chance'])}% | "
                    f"{percent(values['above_chance'])}% |")
@@ -188,7 +202,7 @@ def _shortcut_section(shortcut: dict | None) -> list[str]:
     lines += ['', 'The images come from one source: there is no source to confuse with '
               'the disease.']
   for source, label in shortcut.get('single_class_sources', {}).items():
-    lines += ['', f'**Warning.** Every image of {source} is {sources.LABEL_NAMES[label]}: a model '
+    lines += ['', f'**Warning.** Every image of {source} is {classes.TITLES[label]}: a model '
               'can tell its class by recognising the source, and its results measure one '
               'class only.']
   return lines
@@ -239,6 +253,42 @@ def _explanations_section(explanations: dict | None) -> list[str]:
   return lines
 
 
+def _classes_section(result: dict) -> list[str]:
+  """The decisions among more than two classes: per class against the rest, the confusion
+  matrix and the figures."""
+  by_group = result.get('test_classes')
+  if not by_group:
+    return []
+  names = result['classes']
+  titles = _titles(names)
+  overall = by_group['overall']
+  lines = ['', '## Classes', '',
+           f'Each test image is given its most probable class of {_listed(titles)}: '
+           f"accuracy {_with_interval(overall, 'accuracy')}, macro AUC (the mean of the "
+           f"classes' AUCs) {_with_interval(overall, 'macro_auc')}. Per class, that class is "
+           'positive and the others negative.' + _interval_note(result), '',
+           '| Data | Class | Images | ' + ' | '.join(title for _, title in CLASS_COLUMNS) + ' |',
+           '|' + '---|' * (3 + len(CLASS_COLUMNS))]
+  for group, values in by_group.items():
+    if group.startswith('source:'):
+      continue
+    for name, title in zip(names, titles):
+      by_class = {**values['classes'][name], 'too_few_images': values.get('too_few_images')}
+      lines.append(f'| {group_name(group)} | {title} | {by_class["images"]} | '
+                   + ' | '.join(_cell(by_class, metric) for metric, _ in CLASS_COLUMNS) + ' |')
+  lines += _few_images_note(by_group, 'images')
+  lines += ['', 'Confusion matrix (test images; rows: true class, columns: most probable '
+            'class):', '', '| True | ' + ' | '.join(titles) + ' |',
+            '|' + '---|' * (1 + len(titles))]
+  for title, row in zip(titles, overall['confusion_matrix']):
+    lines.append(f'| {title} | ' + ' | '.join(str(count) for count in row) + ' |')
+  return lines + ['', f'The COVID results elsewhere in this report take COVID against '
+                  f'{_listed(titles[:1] + titles[2:]).replace(" or ", " and ")} together, '
+                  'from the COVID probability.', '',
+                  '![Confusion matrices of the classes](class_confusion_matrix.png)', '',
+                  '![ROC curves per class](class_roc.png)']
+
+
 def _with_interval(values: dict, name: str) -> str:
   """'93.01% (95% CI 89.42-96.18%)', or the bare percentage without an interval."""
   if 'intervals' not in values or undefined(values[name]):
@@ -287,6 +337,12 @@ def _summary_section(result: dict) -> list[str]:
   for warning in (point or {}).get('warnings', []):
     lines.append(f'- **Sensitivity warning**: {warning}')
   lines += _patient_summary(result.get('patient'))
+  if result.get('test_classes'):
+    overall = result['test_classes']['overall']
+    lines.append(f"- Each image given its most probable class of "
+                 f"{_listed(_titles(result['classes']))}: accuracy "
+                 f"{_with_interval(overall, 'accuracy')}, macro AUC "
+                 f"{_with_interval(overall, 'macro_auc')}.")
   if point and 'test_ece_calibrated' in point:
     lines.append(f"- Calibration error on test: {percent(point['test_ece'])}% raw, "
                  f"{percent(point['test_ece_calibrated'])}% after temperature scaling.")
@@ -323,13 +379,16 @@ def markdown(result: dict, description: dict) -> str:
       f"{description['image_size']}. Data: {description['data']}.",
       f"Split by patient: {description['split']}.",
       f"Checkpoint: epoch {result['selected_epoch']} of {description['epochs']}, "
-      f"chosen by validation {selection} ({percent(result['validation'][selection])}%). "
+      f"chosen by validation {selection} "
+      f"({percent(multiclass.selection_value(result['validation'], selection))}%). "
       + description['provenance'],
       *_summary_section(result),
       '',
       '## Test results',
       '',
-      'Percentages; COVID is the positive class, decision threshold '
+      'Percentages; COVID is the positive class'
+      + (', against the others together' if len(result.get('classes', ())) > 2 else '')
+      + ', decision threshold '
       f"{result['test']['overall']['threshold']}. Az: accuracy, Sp: specificity, "
       'Re: recall (sensitivity), F-M: F1, PPV and NPV: positive and negative '
       'predictive values, AUC: area under the ROC curve.' + _interval_note(result),
@@ -343,7 +402,9 @@ def markdown(result: dict, description: dict) -> str:
     lines += ['', '### By data source', '', metrics_table(sources, label='Source')]
   lines += _operating_point_section(result.get('operating_point'))
   lines += _patient_section(result.get('patient'))
-  lines += _shortcut_section(result.get('shortcut_probe'))
+  lines += _classes_section(result)
+  lines += _shortcut_section(result.get('shortcut_probe'),
+                             tuple(result.get('classes', classes.BINARY)))
   lines += _leave_one_source_out_section(result.get('leave_one_source_out'), result['test'])
   lines += [
       '',
@@ -353,7 +414,8 @@ def markdown(result: dict, description: dict) -> str:
       + (f"{result['operating_point']['threshold']:.4f}, fixed on validation"
          if result.get('operating_point') else f"{result['test']['overall']['threshold']:g}")
       + ' (the confusion matrices; the dots on the ROC curves; the dashed line on the '
-      'reliability diagram). Accuracy in the training curves is at 0.5.',
+      'reliability diagram). Accuracy in the training curves is '
+      + ('that of the most probable class.' if result.get('test_classes') else 'at 0.5.'),
       '',
       '![Confusion matrices](confusion_matrix.png)',
       '',

@@ -19,7 +19,8 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from hybridcovid.data import loading, sources
+from hybridcovid import classes
+from hybridcovid.data import loading
 from hybridcovid.report import formatting, writer
 
 # (config name, modalities, model), in the paper's order.
@@ -50,7 +51,7 @@ PAPER_RESULTS = {
 # audit.json's `class_balance` is.
 PAPER_DATA = {'cxr': {'covid': 3923, 'normal': 3960}, 'ct': {'covid': 1323, 'normal': 1290}}
 DATA_COLUMNS = tuple((modality, label) for modality in PAPER_DATA for label in ('covid', 'normal'))
-CLASS_TITLES = dict(zip(sources.CLASS_NAMES, sources.LABEL_NAMES))
+CLASS_TITLES = dict(zip(classes.BINARY, classes.TITLES))
 TABLE_FILE = 'paper_table.md'
 SEED_PREFIX = 'seed-'
 # The paper's number lies inside our spread when within this many standard

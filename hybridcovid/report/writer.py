@@ -3,7 +3,9 @@
 `WORKDIR/report/` holds `metrics.json`, `report.md`, `predictions.csv` (one
 row per test image), `confusion_matrix.png`, `roc.png`, `reliability.png`,
 `training_curves.png`, Grad-CAM explanations in `gradcam/`, and the same
-decisions per patient: `patient_predictions.csv` and `patient_*.png`. Every number
+decisions per patient: `patient_predictions.csv` and `patient_*.png`. With more
+than two classes, also `class_confusion_matrix.png` and `class_roc.png`, and
+each image's class probabilities in `predictions.csv`. Every number
 is computed from the predictions given; the test split is the one the selected
 checkpoint was evaluated on once.
 """
@@ -12,6 +14,7 @@ import csv
 import os
 from typing import Sequence
 
+from hybridcovid import classes
 from hybridcovid.report import figures, json_format
 from hybridcovid.report import markdown as markdown_lib
 
@@ -26,10 +29,14 @@ PATIENT_FIELDS = ('patient_id', 'modality', 'source', 'label', 'images', 'mixed_
 
 def write_predictions(predictions: Sequence[dict], path: str,
                       fields: Sequence[str] = IMAGE_FIELDS) -> None:
-  """A CSV of `predictions`, one row each, with the calibrated probability where there is one."""
+  """A CSV of `predictions`, one row each, with the calibrated probability where there is
+  one, and the classes and their probabilities where there are more than two."""
   fields = tuple(fields)
   if predictions and 'calibrated_probability' in predictions[0]:
     fields += ('calibrated_probability',)
+  if predictions and 'class' in predictions[0]:
+    fields += ('class', 'predicted_class', *(f'probability_{name}' for name in classes.NAMES
+                                             if f'probability_{name}' in predictions[0]))
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fields, extrasaction='ignore')
     writer.writeheader()
@@ -37,13 +44,15 @@ def write_predictions(predictions: Sequence[dict], path: str,
 
 
 def _plot_decisions(predictions: Sequence[dict], point: dict | None, report_dir: str,
-                    prefix: str = '', unit: str = '') -> None:
-  """The confusion matrices, ROC curves and reliability diagram of `predictions`, at the
-  threshold of `point` (fixed on validation) where there is one, else 0.5."""
+                    names: Sequence[str], prefix: str = '', unit: str = '') -> None:
+  """The confusion matrices, ROC curves and reliability diagram of `predictions`, COVID
+  against the other class `names`, at the threshold of `point` (fixed on validation) where
+  there is one, else 0.5."""
   threshold = point['threshold'] if point else 0.5
   label = unit + figures.threshold_label(threshold, bool(point))
   figures.plot_confusion_matrices(
-      predictions, os.path.join(report_dir, f'{prefix}confusion_matrix.png'), threshold, label)
+      predictions, os.path.join(report_dir, f'{prefix}confusion_matrix.png'), threshold, label,
+      classes.negative_name(names))
   figures.plot_roc_curves(predictions, os.path.join(report_dir, f'{prefix}roc.png'), threshold,
                           label)
   figures.plot_reliability(predictions, os.path.join(report_dir, f'{prefix}reliability.png'),
@@ -67,12 +76,15 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
       `aggregation`, `patients`, `images`, `mixed_labels`, `test` and
       optionally `operating_point`), `shortcut_probe` (from
       `probe.shortcut_probe`), `leave_one_source_out` ({source: overall test
-      metrics of the model trained without it, or 'skipped'}) and
+      metrics of the model trained without it, or 'skipped'}),
       `explanations` (the threshold and one row per Grad-CAM image written
-      under `report_dir`).
+      under `report_dir`), `classes` (the task's class names; two where
+      missing) and, with more than two, `test_classes`
+      (`multiclass.group_class_metrics`).
     predictions: one dict per test image: key, patient_id, modality, source,
       label (1 for COVID), probability (of COVID) and optionally
-      calibrated_probability.
+      calibrated_probability; with more than two classes also class,
+      predicted_class and probability_<class> of each.
     history: one dict per epoch: epoch (from 1), train_loss, validation_loss,
       train_accuracy, learning_rate and validation (overall metrics).
     description: title, model, image_size, data, split, epochs and provenance
@@ -88,13 +100,18 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
   write_predictions(predictions, os.path.join(report_dir, 'predictions.csv'))
   # The figures show the decision a deployment would make: at the threshold
   # fixed on validation where there is one.
-  _plot_decisions(predictions, result.get('operating_point'), report_dir)
+  names = tuple(result.get('classes', classes.BINARY))
+  _plot_decisions(predictions, result.get('operating_point'), report_dir, names)
+  if len(names) > 2:
+    figures.plot_class_confusion_matrices(
+        result['test_classes'], names, os.path.join(report_dir, 'class_confusion_matrix.png'))
+    figures.plot_class_roc_curves(predictions, names, os.path.join(report_dir, 'class_roc.png'))
   # Where every patient has one image, report.md says the two levels agree.
   if any(row['images'] > 1 for row in patient_predictions):
     write_predictions(patient_predictions, os.path.join(report_dir, 'patient_predictions.csv'),
                       PATIENT_FIELDS)
     _plot_decisions(patient_predictions, result['patient'].get('operating_point'), report_dir,
-                    'patient_', 'per patient, ')
+                    names, 'patient_', 'per patient, ')
   figures.plot_training_curves(history, os.path.join(report_dir, 'training_curves.png'),
                                result['selected_epoch'])
   with open(os.path.join(report_dir, 'report.md'), 'w') as f:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hybridcovid import convert, models
+from hybridcovid import classes, convert, models
 
 BATCH_AXIS = 'batch'
 # What `train_step` reads of a batch.
@@ -35,7 +35,8 @@ def initial_variables(config: Any) -> dict:
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.uint8)
   rng = jax.random.key(config.seed)
-  init = jax.jit(models.create_classifier(config.model).init).lower(rng, images)
+  init = jax.jit(models.create_classifier(
+      config.model, len(classes.of_config(config.data))).init).lower(rng, images)
   # Initialisation runs once: on CPU, optimising its hundreds of random-number
   # kernels takes longer than running them unoptimised.
   options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
@@ -153,12 +154,13 @@ def eval_step(state: InferenceState, batch: dict) -> jax.Array:
 
 
 def eval_features_step(state: InferenceState, batch: dict) -> dict[str, jax.Array]:
-  """COVID probabilities and pooled backbone features (the head's input) of this
-  device's share of the batch, in inference mode."""
+  """COVID probabilities, every class's probability and pooled backbone features (the
+  head's input) of this device's share of the batch, in inference mode."""
   logits, intermediates = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats}, batch['image'],
       train=False, mutable=['intermediates'])
-  return {'probability': jax.nn.softmax(logits)[:, 1],
+  probabilities = jax.nn.softmax(logits)
+  return {'probability': probabilities[:, classes.COVID], 'class_probabilities': probabilities,
           'features': intermediates['intermediates'][models.POOLED_FEATURES][0]}
 
 
