@@ -239,11 +239,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
         '--config.data.held_out_source chooses what a model trains without; it cannot '
         'change for evaluation. Train with it, or with '
         '--config.eval.leave_one_source_out=True.')
+  requested = ml_collections.ConfigDict(config.data.to_dict())
+  requested.modalities = _trained_modalities(config.data.modalities, trained.data.modalities)
   names_data = any(config.data[name] for name in ('cxr_dir', 'ct_dir', 'folder_dir', 'synthetic'))
-  external = names_data and any(_normalised(config.data[name]) != _normalised(trained.data[name])
+  external = names_data and any(_normalised(requested[name]) != _normalised(trained.data[name])
                                 for name in DATA_SOURCE_FIELDS)
   if external:
-    data_config = ml_collections.ConfigDict(config.data.to_dict())
+    data_config = requested
     for name in DATA_MODEL_FIELDS:
       data_config[name] = trained.data.get(name, TRAINED_DEFAULTS.get(name))
     data_dir = os.path.join(workdir, EXTERNAL_DIR, _external_name(data_config))
@@ -267,6 +269,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   return evaluate_and_report(described, workdir, run, model, stream, data_parallel,
                              report_dir, data, run.latest_record()['history'], provenance,
                              title, None if external else leave_one_source_out)
+
+
+def _trained_modalities(requested: tuple[str, ...], trained: tuple[str, ...]) -> tuple[str, ...]:
+  """The `requested` modalities the model was `trained` on: it scores no other."""
+  kept = tuple(modality for modality in requested if modality in trained)
+  if not kept:
+    raise errors.UserError(
+        f'--config.data.modalities={",".join(requested)}: the model was trained on '
+        f'{",".join(trained)} images only; evaluate it on those.')
+  if len(kept) < len(requested):
+    logging.warning('The model was trained on %s images only: the %s images are not '
+                    'evaluated.', ', '.join(trained).upper(),
+                    ', '.join(sorted(set(requested) - set(kept))).upper())
+  return kept
 
 
 def _normalised(value):

@@ -52,6 +52,15 @@ def check_splits(data: loading.LoadedData) -> None:
           'or change --config.data.split_fractions.')
 
 
+def keep_trained_modalities(config: ml_collections.ConfigDict, data: loading.LoadedData
+                            ) -> None:
+  """Drops the modalities the data left out (`loading.select_classes`) from the config,
+  so that the run records, and external evaluation keeps, the modalities it trained on."""
+  left_out = data.report.get('modalities_left_out', {})
+  config.data.modalities = tuple(modality for modality in config.data.modalities
+                                 if modality not in left_out)
+
+
 def check_selection_metric(config: ml_collections.ConfigDict) -> None:
   """Refuses a --config.train.selection_metric that validation does not compute."""
   choices = metrics.METRIC_NAMES + (
@@ -71,6 +80,27 @@ def validation_metrics(validation_predictions: list[dict], names: tuple[str, ...
     overall['classes'] = multiclass.group_class_metrics(validation_predictions,
                                                         names)['overall']
   return overall
+
+
+def check_resumable(config: ml_collections.ConfigDict, run: checkpoints.RunCheckpoints,
+                    workdir: str) -> None:
+  """Refuses to resume checkpoints of another model: no epoch of theirs could be restored."""
+  try:
+    saved = ml_collections.ConfigDict(run.latest_record()['config'])
+  except checkpoints.CheckpointError:  # None yet, or damaged: restoring deals with it.
+    return
+  differences = [
+      f'--config.{field}={now} (the checkpoints have {then})'
+      for field, then, now in (
+          ('model.backbones', ','.join(saved.model.backbones), ','.join(config.model.backbones)),
+          ('model.hidden_units', saved.model.hidden_units, config.model.hidden_units),
+          ('data.classes', ','.join(classes.of_config(saved.data)),
+           ','.join(classes.of_config(config.data))))
+      if then != now]
+  if differences:
+    raise errors.UserError(
+        f'{workdir} holds checkpoints of another model: {"; ".join(differences)}. Train it '
+        'in a new --workdir, or set these back to resume.')
 
 
 def _create_state(config, model, optimizer, abstract, mesh, run: checkpoints.RunCheckpoints):
@@ -102,6 +132,7 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   record = runs.run_record(config, workdir, runs.write_inputs(workdir, data))
   abstract = train.abstract_train_state(model, optimizer, config.data.image_size,
                                         data_parallel.mesh)
+  check_resumable(config, run, workdir)
   state, previous = _create_state(config, model, optimizer, abstract, data_parallel.mesh, run)
   state = data_parallel.device_state(state)
   history = []
@@ -187,9 +218,11 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
                     'train_accuracy': float(np.mean(accuracies)),
                     'learning_rate': float(learning_rate(last_step - 1)),
                     'validation': validation})
-    # What prediction compares new images' features with.
-    reference = feature_distance.fit_reference(validation_outputs['features'], labels,
-                                               patients)
+    # What prediction compares new images' features with, in folds holding every class.
+    reference = feature_distance.fit_reference(
+        validation_outputs['features'],
+        [names.index(row['class']) if 'class' in row else row['label']
+         for row in validation_predictions], patients)
     run.save(epoch, data_parallel.logical_state(state),
              {**record, 'validation': validation,
               'operating_point': operating_point,
@@ -220,6 +253,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(workdir)
   if data is None:
     data = runs.load_data(config.data, workdir, config.seed)
+  keep_trained_modalities(config, data)
   check_splits(data)
   trained = train_and_select(config, workdir, data)
   return evaluate.evaluate_and_report(

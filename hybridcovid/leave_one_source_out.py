@@ -96,6 +96,7 @@ def train_folds(config: ml_collections.ConfigDict, workdir: str,
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`train_folds`, then the run itself, whose report holds the folds' results."""
   workdir = os.path.abspath(workdir)
+  experiment.check_selection_metric(config)
   data = runs.load_data(config.data, workdir, config.seed)
   experiment.check_splits(data)
   held_out = train_folds(config, workdir, data)

@@ -57,7 +57,7 @@ def trained(tmp_path_factory):
   config.eval.leave_one_source_out = True
   first = leave_one_source_out.train(config, workdir)
   checkpoints_after_first = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-  model = models.create_classifier(config.model)
+  model = models.create_classifier(config.model, 2)
   template = train.abstract_train_state(model, optimizers.create_optimizer(config.train, 1),
                                         32, train.create_mesh())
   state_after_first, _ = checkpoints.RunCheckpoints(workdir).restore_latest(template)
@@ -307,6 +307,9 @@ def test_three_classes_train_report_explain_and_predict(tmp_path):
   with open(os.path.join(report_dir, 'predictions.csv'), newline='') as f:
     rows = list(csv.DictReader(f))
   assert {row['modality'] for row in rows} == {'cxr'}  # The CT data have no pneumonia.
+  # The run records the modality it trained on: external evaluation keeps to it.
+  kept = checkpoints.RunCheckpoints(workdir).best_record()['config']['data']['modalities']
+  assert kept == ['cxr']
   names = ('normal', 'covid', 'pneumonia')
   probabilities = np.array([[float(row[f'probability_{name}']) for name in names]
                             for row in rows])
@@ -341,6 +344,14 @@ def test_three_classes_train_report_explain_and_predict(tmp_path):
   assert header[header.index('decision') + 1:header.index('decision') + 5] == [
       'predicted_class', 'probability_normal', 'probability_covid', 'probability_pneumonia']
 
+  # Evaluating again with the config's modalities, CT included, is not external validation:
+  # the model scores only the CXR images it was trained on.
+  assert config.data.modalities == ('cxr',)
+  config.data.modalities = ('cxr', 'ct')
+  again = evaluate.evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, evaluate.EXTERNAL_DIR))
+  assert again['test_classes']['overall']['confusion_matrix'] == overall['confusion_matrix']
+
 
 def test_a_selection_metric_validation_does_not_compute_is_refused_before_training():
   config = default.get_config()
@@ -354,3 +365,18 @@ def test_a_selection_metric_validation_does_not_compute_is_refused_before_traini
                                     'accuracy') == 0.8
   assert multiclass.selection_value({'accuracy': 0.5, 'auc': 0.7,
                                      'classes': {'accuracy': 0.8}}, 'auc') == 0.7
+
+
+def test_resuming_checkpoints_of_another_model_is_refused_before_restoring(trained):
+  run = checkpoints.RunCheckpoints(trained.workdir)
+  config = _config(trained.root, epochs=2)
+  experiment.check_resumable(config, run, trained.workdir)
+  config.data.classes = 'normal,covid,pneumonia'
+  config.model.hidden_units = 16
+  with pytest.raises(errors.UserError) as raised:
+    experiment.check_resumable(config, run, trained.workdir)
+  assert str(raised.value) == (
+      f'{trained.workdir} holds checkpoints of another model: --config.model.hidden_units=16 '
+      '(the checkpoints have 8); --config.data.classes=normal,covid,pneumonia (the checkpoints '
+      'have normal,covid). Train it in a new --workdir, or set these back to resume.')
+  assert sorted(os.listdir(os.path.join(trained.workdir, 'checkpoints'))) == ['1', '2']

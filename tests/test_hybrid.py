@@ -42,17 +42,18 @@ def _backbone_ops(model):
 
 def test_conv_impl_reaches_every_convolution_and_the_pool():
   # ResNet50: 53 convolutions and a max pool; EfficientNetB0: 65 convolutions, 16 depthwise.
-  assert _backbone_ops(models.create_classifier(_model_config(conv_impl='xla'))) == (134, 1)
+  assert _backbone_ops(models.create_classifier(_model_config(conv_impl='xla'), 2)) == (134, 1)
   # 'cpu' keeps XLA's convolution only for k x k kernels over inputs at least k wide
   # at 64x64: ResNet50's 7x7 stem and 3x3s of conv2..conv4 (1 + 3 + 4 + 6), B0's stem.
-  cpu_ops = _backbone_ops(models.create_classifier(_model_config(conv_impl='cpu')))
+  cpu_ops = _backbone_ops(models.create_classifier(_model_config(conv_impl='cpu'), 2))
   assert cpu_ops == (15, 0)
   # A config saved before conv_impl existed is 'auto': 'cpu' on this machine.
   old_config = _model_config().to_dict()
   del old_config['conv_impl']
-  assert _backbone_ops(models.create_classifier(ml_collections.ConfigDict(old_config))) == cpu_ops
+  old_model = models.create_classifier(ml_collections.ConfigDict(old_config), 2)
+  assert _backbone_ops(old_model) == cpu_ops
   with pytest.raises(ValueError, match="Unknown conv_impl 'gpu'; choose from auto, xla, cpu"):
-    _backbone_ops(models.create_classifier(_model_config(conv_impl='gpu')))
+    _backbone_ops(models.create_classifier(_model_config(conv_impl='gpu'), 2))
 
 
 def test_conv_impls_have_one_parameter_layout_and_agree(hybrid_variables, small_images):

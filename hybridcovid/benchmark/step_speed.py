@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hybridcovid import errors, models
+from hybridcovid import classes, errors, models
 from hybridcovid.benchmark import speed_table, timing
 from hybridcovid.training import optimizers, parallel, train
 
@@ -98,7 +98,8 @@ def measure(config: ml_collections.ConfigDict, mode: str, batch_size: int, dtype
     raise errors.UserError(f'Batch size {batch_size} does not split over '
                            f'{data_parallel.device_count} devices; change '
                            '--config.benchmark.batch_sizes.')
-  model = models.create_classifier(config.model, axis_name=train.BATCH_AXIS)
+  model = models.create_classifier(config.model, len(classes.of_config(config.data)),
+                                   axis_name=train.BATCH_AXIS)
   optimizer = optimizers.create_optimizer(config.train, steps_per_epoch=1)
   state = data_parallel.device_state(train.replicate(
       train.create_train_state(model, optimizer, train.initial_variables(config)),

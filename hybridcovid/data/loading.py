@@ -102,13 +102,14 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
       max_stored_side=data_config.get('max_stored_side', 0),
       processes=data_config.get('prepare_processes', 0)) for layout, folder in folders]
   names = classes.of_config(data_config)
-  facts, left_out = select_classes(
-      [fact for builder in prepared for fact in builders.read_facts(builder)
-       if fact.record.modality in data_config.modalities], names, every_class=not all_test)
+  facts = of_classes([fact for builder in prepared for fact in builders.read_facts(builder)
+                      if fact.record.modality in data_config.modalities], names)
   bad = [fact for fact in facts if fact.error]
   if bad and not data_config.skip_bad:
     raise _bad_file_error(bad)
   facts = [fact for fact in facts if not fact.error]
+  # A trained model is evaluated on every image it can score.
+  facts, left_out = (facts, {}) if all_test else leave_out_incomplete_modalities(facts, names)
   if not facts:
     raise sources.DataSourceError(
         f'No usable {"/".join(data_config.modalities)} images in '
@@ -160,22 +161,31 @@ def load(data_config: ml_collections.ConfigDict, workdir: str, seed: int,
   return LoadedData(prepared, facts, assignment, report)
 
 
-def select_classes(facts: list[audit.ImageFacts], names: tuple[str, ...],
-                   every_class: bool = True) -> tuple[list[audit.ImageFacts], dict[str, str]]:
-  """(the images of the task's class `names`, {modality left out: why}).
-
-  With three classes and `every_class`, a modality without images of every
-  class is left out: pooled with the others, "pneumonia" would also mean "not
-  this modality". Evaluating a trained model on other data keeps every image.
-  """
+def of_classes(facts: list[audit.ImageFacts], names: tuple[str, ...]
+               ) -> list[audit.ImageFacts]:
+  """The images of the task's class `names`: the two-class task leaves pneumonia out."""
   kept = [fact for fact in facts if fact.record.label < len(names)]
   if len(kept) < len(facts):
     logging.info('%d images of other classes (%s) left out: the task is %s.',
                  len(facts) - len(kept), ', '.join(classes.NAMES[len(names):]),
                  ' against '.join(reversed(names)))
+  return kept
+
+
+def leave_out_incomplete_modalities(facts: list[audit.ImageFacts], names: tuple[str, ...]
+                                    ) -> tuple[list[audit.ImageFacts], dict[str, str]]:
+  """(`facts` less the modalities without images of every class, {modality left out: why}).
+
+  Pooled with the others, such a modality's images would teach that "pneumonia"
+  also means "not this modality". Two classes keep every modality: one without
+  both stops the run when the split is checked.
+  """
+  if len(names) == 2:
+    return facts, {}
+  kept = facts
   modalities = sorted({fact.record.modality for fact in kept})
   missing = {}
-  for modality in modalities if len(names) > 2 and every_class else ():
+  for modality in modalities:
     present = {fact.record.label for fact in kept if fact.record.modality == modality}
     if len(present) < len(names):
       missing[modality] = '/'.join(name for label, name in enumerate(names)

@@ -1,9 +1,10 @@
 """Calibration and the operating point, fitted on the validation split.
 
-The classifier's COVID probability is the softmax of two logits, so it is
-the logistic of their difference: temperature scaling divides that
-difference by one number T fitted to minimise the validation negative
-log-likelihood. The decision threshold is the highest one that reaches a
+The classifier's COVID probability is the logistic of the COVID log-odds
+(with two classes, the difference of the two logits; with three, the COVID
+logit against the log-sum-exp of the others): temperature scaling divides
+the log-odds by one number T fitted to minimise the validation negative
+log-likelihood of COVID against the rest. The decision threshold is the highest one that reaches a
 target sensitivity on the validation split. Both are chosen without the
 test split and then applied to it unchanged.
 

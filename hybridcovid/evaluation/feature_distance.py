@@ -44,11 +44,13 @@ def fit_reference(features: np.ndarray, labels: np.ndarray, patients: np.ndarray
                   ) -> dict | None:
   """The reference and threshold from validation `features` [N, D], as JSON-ready lists.
 
-  None when the images cannot be split into folds of patients that hold both
-  classes (fewer than two patients of a class).
+  `labels` are the images' classes, two or more. None when the images cannot be
+  split into folds of patients that hold every class (fewer than two classes, or
+  fewer than two patients of one).
   """
   labels, patients = np.asarray(labels), np.asarray(patients).astype(str)
-  if min((len(np.unique(patients[labels == value])) for value in (0, 1)), default=0) < 2:
+  values = np.unique(labels)
+  if len(values) < 2 or min(len(np.unique(patients[labels == value])) for value in values) < 2:
     return None
   out_of_fold = np.empty(len(features))
   for fitted_on, held_out in folds.patient_folds(labels, patients):

@@ -4,13 +4,15 @@ confusion matrix.
 Each image's decision is its most probable class. For each class, that class
 is positive and every other one negative: sensitivity (recall), specificity,
 PPV (precision) and the ROC AUC of the class's probability. The macro AUC is
-the mean of the classes' AUCs. Confidence intervals resample patients, as
+the mean of the AUCs of the classes that have images (external data may lack
+one). Confidence intervals resample patients, as
 `bootstrap` does for the COVID-against-the-rest metrics, from the same
 weighted sums: a point estimate is the case of one resample with every
 weight 1.
 """
 
 from typing import Sequence
+import warnings
 
 import ml_collections
 import numpy as np
@@ -49,7 +51,10 @@ def _weighted(true: np.ndarray, probabilities: np.ndarray, weights: np.ndarray) 
         'recall': bootstrap.ratio(tp, tp + fn), 'specificity': bootstrap.ratio(tn, tn + fp),
         'precision': bootstrap.ratio(tp, tp + fp),
         'auc': bootstrap.weighted_auc(positive, probabilities[:, label], weights)})
-  values['macro_auc'] = np.mean([by_class['auc'] for by_class in values['classes']], axis=0)
+  with warnings.catch_warnings():  # A resample with no class defined is NaN.
+    warnings.simplefilter('ignore', RuntimeWarning)
+    values['macro_auc'] = np.nanmean([by_class['auc'] for by_class in values['classes']],
+                                     axis=0)
   return values
 
 
@@ -70,6 +75,7 @@ def class_metrics(true: Sequence[int], probabilities: np.ndarray, names: Sequenc
   images = np.bincount(true, minlength=len(names))
   result = {'images': len(true),
             **{name: float(point[name][0]) for name in OVERALL_METRICS},
+            'absent_classes': [name for label, name in enumerate(names) if not images[label]],
             'confusion_matrix': confusion_matrix(true, np.argmax(probabilities, axis=1),
                                                  len(names)).tolist(),
             'classes': {name: {'images': int(images[label]),

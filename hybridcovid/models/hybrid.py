@@ -29,7 +29,7 @@ def create_backbone(arch: str, **kwargs: Any) -> nn.Module:
   return BACKBONES[arch](**kwargs)
 
 
-def create_classifier(model_config: Any, num_classes: int = 2, axis_name: str | None = None
+def create_classifier(model_config: Any, num_classes: int, axis_name: str | None = None
                       ) -> 'HybridClassifier':
   """Builds the classifier of `num_classes` outputs from a config's `model` section (see
   configs/default.py); `classes.of_config(config.data)` names them."""

@@ -127,7 +127,7 @@ AGGREGATION_TEXT = {'mean_logit': "the logistic of the mean logit (log-odds) of 
                     'mean_probability': "the mean of its images'"}
 
 
-def _patient_section(patient: dict | None) -> list[str]:
+def _patient_section(patient: dict | None, names: tuple[str, ...]) -> list[str]:
   """The test results with one decision per patient, beside the per-image ones."""
   if not patient:
     return []
@@ -140,8 +140,8 @@ def _patient_section(patient: dict | None) -> list[str]:
     return lines + ['', 'Each test patient has one image, so every per-patient number is the '
                     'per-image one.']
   if patient['mixed_labels']:
-    lines += ['', f"{patient['mixed_labels']} patients have both COVID and normal images; "
-              'each counts as COVID.']
+    lines += ['', f"{patient['mixed_labels']} patients have both COVID and "
+              f"{classes.negative_name(names)} images; each counts as COVID."]
   lines += ['', 'Test results at 0.5:', '',
             metrics_table({group: values for group, values in patient['test'].items()
                            if not group.startswith('source:')}, unit='patients')]
@@ -253,6 +253,15 @@ def _explanations_section(explanations: dict | None) -> list[str]:
   return lines
 
 
+def _absent_note(absent: list[str]) -> str:
+  if not absent:
+    return ''
+  titles = _listed(_titles(absent)).replace(' or ', ' and ')
+  return (f' {titles} {"has" if len(absent) == 1 else "have"} no test images: the macro AUC '
+          'is over the other classes, and the metrics of a class without images are '
+          'undefined.')
+
+
 def _classes_section(result: dict) -> list[str]:
   """The decisions among more than two classes: per class against the rest, the confusion
   matrix and the figures."""
@@ -266,7 +275,8 @@ def _classes_section(result: dict) -> list[str]:
            f'Each test image is given its most probable class of {_listed(titles)}: '
            f"accuracy {_with_interval(overall, 'accuracy')}, macro AUC (the mean of the "
            f"classes' AUCs) {_with_interval(overall, 'macro_auc')}. Per class, that class is "
-           'positive and the others negative.' + _interval_note(result), '',
+           'positive and the others negative.' + _absent_note(overall['absent_classes'])
+           + _interval_note(result), '',
            '| Data | Class | Images | ' + ' | '.join(title for _, title in CLASS_COLUMNS) + ' |',
            '|' + '---|' * (3 + len(CLASS_COLUMNS))]
   for group, values in by_group.items():
@@ -401,7 +411,7 @@ def markdown(result: dict, description: dict) -> str:
   if len(sources) > 1:
     lines += ['', '### By data source', '', metrics_table(sources, label='Source')]
   lines += _operating_point_section(result.get('operating_point'))
-  lines += _patient_section(result.get('patient'))
+  lines += _patient_section(result.get('patient'), tuple(result.get('classes', classes.BINARY)))
   lines += _classes_section(result)
   lines += _shortcut_section(result.get('shortcut_probe'),
                              tuple(result.get('classes', classes.BINARY)))
