@@ -1,10 +1,8 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -71,40 +69,6 @@ def test_other_modes_still_need_a_config(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 1
   assert '--mode=summary needs --config' in result.stderr
-
-
-@pytest.mark.slow
-def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
-  data_trees.write_folder(str(tmp_path / 'images'), patients_per_stratum=10)
-  flags = ['--config=configs/pooled_resnet50.py', '--config.deterministic=True',
-           '--config.model.hidden_units=8', '--config.data.image_size=32',
-           '--config.train.batch_size=8', '--config.train.epochs=3',
-           f'--config.data.folder_dir={tmp_path}/images',
-           f'--config.data.tfds_dir={tmp_path}/tfds',
-           f'--config.compilation_cache_dir={tmp_path}/cache']
-  command = [sys.executable, 'main.py', *flags]
-  uninterrupted = subprocess.run([*command, f'--workdir={tmp_path}/whole'], cwd=ROOT,
-                                 capture_output=True, text=True)
-  assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-
-  killed = subprocess.Popen([*command, f'--workdir={tmp_path}/killed'], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  first_checkpoint = tmp_path / 'killed' / 'checkpoints' / '1' / 'commit_success.txt'
-  deadline = time.monotonic() + 300
-  while not first_checkpoint.exists() and killed.poll() is None:
-    assert time.monotonic() < deadline, 'no checkpoint within 5 minutes'
-    time.sleep(0.1)
-  killed.send_signal(signal.SIGKILL)
-  killed.wait()
-  assert not (tmp_path / 'killed' / 'report').exists()
-
-  resumed = subprocess.run([*command, f'--workdir={tmp_path}/killed'], cwd=ROOT,
-                           capture_output=True, text=True)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert re.search(r'Resuming after epoch [12] from', resumed.stderr)
-  # The same text: every number equal, undefined ones (null) included.
-  assert ((tmp_path / 'killed' / 'report' / 'metrics.json').read_text()
-          == (tmp_path / 'whole' / 'report' / 'metrics.json').read_text())
 
 
 # Each epoch of the demo logs one line.

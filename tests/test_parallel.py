@@ -135,7 +135,8 @@ def test_pmap_and_shard_map_runs_agree_and_a_killed_pmap_run_resumes(tmp_path):
   assert first_checkpoint.stat().st_mtime_ns == saved_at  # Epoch 1 was not trained again.
   results['resumed'] = json.loads(resumed.stdout.strip().splitlines()[-1])
 
-  # A killed and resumed run ends exactly where the uninterrupted one does.
+  # A killed and resumed run ends exactly where the uninterrupted one does (the only
+  # test of a run killed mid-training).
   assert json.dumps(results['resumed'], sort_keys=True) == json.dumps(results['pmap'],
                                                                       sort_keys=True)
   # Both modes: the same validation accuracy after each epoch, the same losses up to
