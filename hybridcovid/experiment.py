@@ -54,8 +54,8 @@ def check_splits(data: loading.LoadedData) -> None:
 
 def keep_trained_modalities(config: ml_collections.ConfigDict, data: loading.LoadedData
                             ) -> None:
-  """Drops the modalities the data left out (`loading.select_classes`) from the config,
-  so that the run records, and external evaluation keeps, the modalities it trained on."""
+  """Drops the modalities the data left out (`loading.leave_out_incomplete_modalities`) from
+  the config, so that the run records, and evaluation keeps, the modalities it trained on."""
   left_out = data.report.get('modalities_left_out', {})
   config.data.modalities = tuple(modality for modality in config.data.modalities
                                  if modality not in left_out)

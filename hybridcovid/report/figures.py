@@ -62,11 +62,11 @@ def plot_class_confusion_matrices(by_group: dict, names: Sequence[str], path: st
                  'Test confusion matrix, most probable class')
 
 
-def plot_class_roc_curves(predictions: Sequence[dict], names: Sequence[str],
+def plot_class_roc_curves(predictions: Sequence[dict], by_class: dict, names: Sequence[str],
                           path: str) -> None:
-  """Each class's ROC curve against the rest, overall, AUC in the legend, the macro AUC in
-  the title, and the point of the most-probable-class decision marked."""
-  by_class = multiclass.group_class_metrics(predictions, names)['overall']
+  """Each class's ROC curve against the rest, overall, AUC in the legend, the macro AUC
+  (of `by_class`, the overall `multiclass.class_metrics`) in the title, and the point of
+  the most-probable-class decision marked."""
   figure, axis = plt.subplots(figsize=(4.8, 4.6))
   for name in names:
     labels = np.array([row['class'] == name for row in predictions])

@@ -160,9 +160,10 @@ def _titles(names) -> list[str]:
   return [classes.TITLES[classes.NAMES.index(name)] for name in names]
 
 
-def _listed(words: list[str]) -> str:
+def _listed(words: list[str], conjunction: str = 'or') -> str:
   """'a, b or c'."""
-  return ' or '.join([', '.join(words[:-1]), words[-1]] if len(words) > 1 else words)
+  return f' {conjunction} '.join([', '.join(words[:-1]), words[-1]] if len(words) > 1
+                                 else words)
 
 
 def _shortcut_section(shortcut: dict | None, names: tuple[str, ...]) -> list[str]:
@@ -256,7 +257,7 @@ def _explanations_section(explanations: dict | None) -> list[str]:
 def _absent_note(absent: list[str]) -> str:
   if not absent:
     return ''
-  titles = _listed(_titles(absent)).replace(' or ', ' and ')
+  titles = _listed(_titles(absent), 'and')
   return (f' {titles} {"has" if len(absent) == 1 else "have"} no test images: the macro AUC '
           'is over the other classes, and the metrics of a class without images are '
           'undefined.')
@@ -293,7 +294,7 @@ def _classes_section(result: dict) -> list[str]:
   for title, row in zip(titles, overall['confusion_matrix']):
     lines.append(f'| {title} | ' + ' | '.join(str(count) for count in row) + ' |')
   return lines + ['', f'The COVID results elsewhere in this report take COVID against '
-                  f'{_listed(titles[:1] + titles[2:]).replace(" or ", " and ")} together, '
+                  f'{_listed(titles[:1] + titles[2:], "and")} together, '
                   'from the COVID probability.', '',
                   '![Confusion matrices of the classes](class_confusion_matrix.png)', '',
                   '![ROC curves per class](class_roc.png)']

@@ -105,7 +105,8 @@ def write_report(report_dir: str, result: dict, predictions: Sequence[dict],
   if len(names) > 2:
     figures.plot_class_confusion_matrices(
         result['test_classes'], names, os.path.join(report_dir, 'class_confusion_matrix.png'))
-    figures.plot_class_roc_curves(predictions, names, os.path.join(report_dir, 'class_roc.png'))
+    figures.plot_class_roc_curves(predictions, result['test_classes']['overall'], names,
+                                  os.path.join(report_dir, 'class_roc.png'))
   # Where every patient has one image, report.md says the two levels agree.
   if any(row['images'] > 1 for row in patient_predictions):
     write_predictions(patient_predictions, os.path.join(report_dir, 'patient_predictions.csv'),
