@@ -66,3 +66,19 @@ def test_stochastic_depth_only_on_identity_blocks_and_only_in_training():
   outs = [strided.apply(strided_vars, x, train=True, rngs={'dropout': jax.random.key(seed)},
                         mutable=['batch_stats'])[0] for seed in (1, 2)]
   np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize('zero_init_residual', [False, True])
+def test_zero_init_residual_starts_identity_blocks_only_as_the_identity(zero_init_residual):
+  x = np.random.default_rng(0).normal(size=(2, 4, 4, 24)).astype(np.float32)
+  identity = efficientnet.MBConv(efficientnet.BlockArgs('block2b', 3, 24, 24, 6, 1, 0.0),
+                                 zero_init_residual=zero_init_residual)
+  variables = identity.init(jax.random.key(0), x, train=False)
+  difference = float(jnp.abs(identity.apply(variables, x, train=False) - x).max())
+  assert (difference == 0.0) if zero_init_residual else (difference > 0.1)
+  # A down-sampling block has no skip to fall back on: its projection keeps scale one.
+  strided = efficientnet.MBConv(efficientnet.BlockArgs('block2a', 3, 24, 40, 6, 2, 0.0),
+                                zero_init_residual=zero_init_residual)
+  strided_variables = strided.init(jax.random.key(0), x, train=False)
+  assert float(strided_variables['params']['project_bn']['scale'].min()) == 1.0
+  assert float(jnp.abs(strided.apply(strided_variables, x, train=False)).max()) > 0.1

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,6 +11,7 @@ import pytest
 
 from configs import default
 from hybridcovid import models
+from hybridcovid.models import efficientnet, resnet
 from primitives import count_primitives
 import stable_init
 
@@ -103,6 +105,40 @@ def test_the_classifier_has_one_output_per_class_of_the_task():
     shapes = jax.eval_shape(models.create_classifier(config, count).init, jax.random.key(0),
                             jnp.zeros((1, 32, 32, 3)))
     assert shapes['params']['logits']['kernel'].shape == (8, count)
+
+
+def test_initialize_gives_the_variables_init_gives():
+  class Block(nn.Module):  # `initialize` calls the module on images alone.
+    @nn.compact
+    def __call__(self, x):
+      return resnet.Bottleneck(4, projection=True, name='block')(x, train=False)
+
+  images = np.random.default_rng(0).normal(size=(2, 6, 6, 8)).astype(np.float32)
+  expected = Block().init(jax.random.key(3), images)
+  actual = models.initialize(Block(), jax.random.key(3), images)
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  # Compiled unoptimised on CPU, the truncated normals can round differently in the last bit.
+  for got, want in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  assert float(jnp.abs(actual['params']['block']['1_conv']['kernel']).max()) > 0
+
+
+def test_zero_init_residual_reaches_every_block_of_both_backbones():
+  config = default.get_config().model
+  config.zero_init_residual = True
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, (resnet.Bottleneck, efficientnet.MBConv)):
+      seen.append((type(context.module).__name__, context.module.zero_init_residual))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(models.create_classifier(config, 2).init, jax.random.key(0),
+                   jnp.zeros((1, 32, 32, 3)))
+  assert sorted(set(seen)) == [('Bottleneck', True), ('MBConv', True)]
+  assert len(seen) == 16 + 16  # ResNet50's 16 blocks and EfficientNetB0's 16.
+  assert not models.create_classifier(default.get_config().model, 2).zero_init_residual
 
 
 def test_dropout_is_active_only_in_training(hybrid_variables, small_images):

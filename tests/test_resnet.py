@@ -33,3 +33,20 @@ def test_output_is_the_stride_32_map(variables, height, width, expected):
       v, jnp.zeros((2, height, width, 3))), variables)
   assert out.shape == (2, *expected, 2048)
 
+
+
+@pytest.mark.parametrize('zero_init_residual', [False, True])
+def test_zero_init_residual_starts_an_identity_block_as_the_identity(zero_init_residual):
+  module = resnet.Bottleneck(4, zero_init_residual=zero_init_residual)
+  x = jax.nn.relu(jax.random.normal(jax.random.key(1), (2, 5, 5, 16)))
+  variables = module.init(jax.random.key(0), x, train=False)
+  scale = variables['params']['3_bn']['scale']
+  assert float(jnp.abs(scale - (0.0 if zero_init_residual else 1.0)).max()) == 0.0
+  # Every other BatchNorm keeps the Keras scale of one.
+  assert all(float(variables['params'][name]['scale'].min()) == 1.0
+             for name in ('1_bn', '2_bn'))
+  difference = float(jnp.abs(module.apply(variables, x, train=False) - x).max())
+  if zero_init_residual:
+    assert difference == 0.0
+  else:
+    assert difference > 0.1

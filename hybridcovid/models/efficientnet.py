@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from hybridcovid.models import preprocessing
 from hybridcovid.models.conv import Conv, DepthwiseConv
+from hybridcovid.models.resnet import residual_scale_init
 
 BATCHNORM_EPSILON = 1e-3
 BATCHNORM_MOMENTUM = 0.99
@@ -80,6 +81,7 @@ class MBConv(nn.Module):
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
   conv_impl: str = 'auto'
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -108,8 +110,10 @@ class MBConv(nn.Module):
     x = x * nn.sigmoid(se)
 
     x = conv(args.filters_out, (1, 1), name='project_conv')(x)
-    x = norm(name='project_bn')(x)
-    if args.strides == 1 and args.filters_in == args.filters_out:
+    residual = args.strides == 1 and args.filters_in == args.filters_out
+    x = norm(name='project_bn',
+             scale_init=residual_scale_init(self.zero_init_residual and residual))(x)
+    if residual:
       if args.drop_rate > 0:
         # Stochastic depth: drop the whole residual branch per example.
         x = nn.Dropout(args.drop_rate, broadcast_dims=(1, 2, 3),
@@ -125,13 +129,16 @@ class EfficientNetB0(nn.Module):
   `axis_name` names the device axis over which BatchNorm statistics are
   averaged in training (None: this device's batch only);
   `batchnorm_momentum` is the running statistics' decay (Keras': 0.99);
-  `conv_impl` how convolutions run (see models/conv.py).
+  `conv_impl` how convolutions run (see models/conv.py);
+  `zero_init_residual` starts every residual block as the identity (see
+  `resnet.residual_scale_init`).
   """
 
   dtype: Any = jnp.float32
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
   conv_impl: str = 'auto'
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -146,7 +153,8 @@ class EfficientNetB0(nn.Module):
     for block in b0_blocks():
       x = MBConv(block, dtype=self.dtype, axis_name=self.axis_name,
                  batchnorm_momentum=self.batchnorm_momentum,
-                 conv_impl=self.conv_impl, name=block.name)(x, train)
+                 conv_impl=self.conv_impl, zero_init_residual=self.zero_init_residual,
+                 name=block.name)(x, train)
     x = Conv(TOP_FILTERS, (1, 1), use_bias=False, dtype=self.dtype,
              conv_impl=self.conv_impl, name='top_conv')(x)
     return nn.swish(norm(name='top_bn')(x))

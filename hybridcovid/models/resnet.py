@@ -5,7 +5,7 @@ Module names mirror the Keras layer names (`conv2_block1/1_conv` is Keras'
 """
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,6 +19,17 @@ BATCHNORM_EPSILON = 1.001e-5
 BATCHNORM_MOMENTUM = 0.99
 
 
+def residual_scale_init(zero_init_residual: bool) -> Callable[..., jnp.ndarray]:
+  """The initial scale of a residual branch's last BatchNorm: ones (Keras), or zeros.
+
+  Zeros start each residual block as the identity (Goyal et al. 2017,
+  torchvision's `zero_init_residual`): a randomly initialised deep network
+  then passes its input's differences on instead of drowning them, and
+  trains from scratch in far fewer steps. Converted weights replace it.
+  """
+  return nn.initializers.zeros if zero_init_residual else nn.initializers.ones
+
+
 class Bottleneck(nn.Module):
   """Keras `block1`: 1x1 (carries the stride), 3x3, 1x1 with a 4x expansion."""
 
@@ -29,6 +40,7 @@ class Bottleneck(nn.Module):
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
   conv_impl: str = 'auto'
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -46,7 +58,7 @@ class Bottleneck(nn.Module):
     y = conv(self.filters, (3, 3), padding='SAME', name='2_conv')(y)
     y = nn.relu(norm(name='2_bn')(y))
     y = conv(4 * self.filters, (1, 1), name='3_conv')(y)
-    y = norm(name='3_bn')(y)
+    y = norm(name='3_bn', scale_init=residual_scale_init(self.zero_init_residual))(y)
     return nn.relu(shortcut + y)
 
 
@@ -57,13 +69,16 @@ class ResNet50(nn.Module):
   `axis_name` names the device axis over which BatchNorm statistics are
   averaged in training (None: this device's batch only);
   `batchnorm_momentum` is the running statistics' decay (Keras': 0.99);
-  `conv_impl` how convolutions and the max pool run (see models/conv.py).
+  `conv_impl` how convolutions and the max pool run (see models/conv.py);
+  `zero_init_residual` starts every block as the identity (see
+  `residual_scale_init`).
   """
 
   dtype: Any = jnp.float32
   axis_name: str | None = None
   batchnorm_momentum: float = BATCHNORM_MOMENTUM
   conv_impl: str = 'auto'
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -85,5 +100,6 @@ class ResNet50(nn.Module):
                        projection=block == 1, dtype=self.dtype,
                        axis_name=self.axis_name,
                        batchnorm_momentum=self.batchnorm_momentum,
-                       conv_impl=self.conv_impl, name=f'conv{stage}_block{block}')(x, train)
+                       conv_impl=self.conv_impl, zero_init_residual=self.zero_init_residual,
+                       name=f'conv{stage}_block{block}')(x, train)
     return x
