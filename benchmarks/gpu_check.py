@@ -18,7 +18,8 @@ so a run cut short still leaves its numbers; the whole check stops within
 `--budget_seconds`. Each result gives images/s, peak memory and MFU (XLA's
 FLOPs per image of our model times images/s over the card's dense peak).
 `--dry-run` runs the cases at tiny sizes (32x32, batches of 2 to 4, ResNet50 training
-and EfficientNetB0 inference as the single-backbone cases), on whatever backend JAX finds.
+and EfficientNetB0 inference as the single-backbone cases, pmap against shard_map on
+ResNet50 alone), on whatever backend JAX finds.
 Imports no TensorFlow; needs ml_collections (gpu_check.sh brings it).
 """
 
@@ -58,6 +59,8 @@ DEFAULT_BUDGET_SECONDS = 450.0
 # The dry run times each single-backbone path (train, inference) and each
 # backbone alone once, not every pairing: it checks the script, not the speeds.
 DRY_RUN_SINGLE_BACKBONE_CASES = (('train', 'resnet50'), ('inference', 'efficientnetb0'))
+# Likewise its correctness case compares pmap with shard_map on ResNet50 alone.
+DRY_RUN_PARALLEL_BACKBONE = 'resnet50'
 
 
 def cases(dry_run: bool) -> list[dict]:
@@ -95,8 +98,9 @@ def relative_error(actual, expected) -> float:
   return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
-def correctness(image_size: int, batch_size: int) -> None:
-  """Features on the default backend against the CPU backend, and pmap against shard_map.
+def correctness(image_size: int, batch_size: int, parallel_backbones: tuple[str, ...]) -> None:
+  """Features on the default backend against the CPU backend, and pmap against shard_map
+  for a classifier over `parallel_backbones`.
 
   Prints the results so far as a JSON line after each part, so that a part cut
   short by the time cap leaves the ones before it.
@@ -118,7 +122,7 @@ def correctness(image_size: int, batch_size: int) -> None:
     # Momentum 0: one training pass sets the running statistics to the images' own,
     # so inference normalises every layer as a trained network would.
     calibrating = models.create_backbone(arch, batchnorm_momentum=0.0)
-    variables = jax.jit(calibrating.init)(jax.random.key(0), images[:1])
+    variables = models.initialize(calibrating, jax.random.key(0), images[:1])
     @jax.jit
     def calibrated_statistics(variables, images):
       with nn.intercept_methods(without_dropout):
@@ -126,14 +130,14 @@ def correctness(image_size: int, batch_size: int) -> None:
 
     updates = calibrated_statistics(variables, images)
     variables = {'params': variables['params'], 'batch_stats': updates['batch_stats']}
-    features = {}
+    features, default_apply = {}, None
     for name, device, conv_impl in (('default', None, 'auto'), ('cpu', cpu, 'cpu'),
                                     ('cpu_xla', cpu, 'xla')):
-      model = models.create_backbone(arch, conv_impl=conv_impl)
+      apply = jax.jit(models.create_backbone(arch, conv_impl=conv_impl).apply)
+      default_apply = default_apply or apply
       placed = jax.device_put((variables, images), device) if device else (variables, images)
-      features[name] = np.asarray(jax.jit(model.apply)(*placed))
-    other = np.asarray(jax.jit(models.create_backbone(arch).apply)(
-        variables, images[::-1].copy()))
+      features[name] = np.asarray(apply(*placed))
+    other = np.asarray(default_apply(variables, images[::-1].copy()))
     result['features'][arch] = {
         'default_vs_cpu': relative_error(features['default'], features['cpu']),
         'default_vs_cpu_xla': relative_error(features['default'], features['cpu_xla']),
@@ -143,8 +147,10 @@ def correctness(image_size: int, batch_size: int) -> None:
     sys.stdout.flush()
 
   batch = benchmark.synthetic_batch(batch_size, image_size)
-  model = models.HybridClassifier(dropout_rate=0.0, axis_name=train.BATCH_AXIS)
-  init = jax.jit(models.HybridClassifier().init)(jax.random.key(0), batch['image'][:1])
+  model = models.HybridClassifier(backbones=parallel_backbones, dropout_rate=0.0,
+                                  axis_name=train.BATCH_AXIS)
+  init = models.initialize(models.HybridClassifier(backbones=parallel_backbones),
+                           jax.random.key(0), batch['image'][:1])
   params = {}
   for mode in parallel.PARALLEL_MODES:
     data_parallel = parallel.DataParallel(mode)
@@ -157,6 +163,7 @@ def correctness(image_size: int, batch_size: int) -> None:
         train.host_variables(data_parallel.logical_state(state)))])
   result['pmap_vs_shard_map_after_3_steps'] = relative_error(params['pmap'],
                                                              params['shard_map'])
+  result['pmap_vs_shard_map_backbones'] = list(parallel_backbones)
   sys.stdout.write(json.dumps(result) + '\n')
 
 
@@ -234,7 +241,9 @@ def run_check(out: str, dry_run: bool, budget_seconds: float) -> dict:
           [sys.executable, os.path.abspath(__file__), '--correctness',
            f'--image_size={image_size}',
            # Enough values per channel at the last stage for calibrated statistics.
-           f'--batch_size={16 if dry_run else 8}'], timeout)
+           f'--batch_size={16 if dry_run else 8}',
+           '--parallel_backbones=' + (
+               DRY_RUN_PARALLEL_BACKBONE if dry_run else ','.join(BACKBONES))], timeout)
     else:
       config = benchmark_config(case['backbones'], image_size, dry_run)
       # Ours and the peer's share the case's time.
@@ -262,9 +271,12 @@ def main() -> None:
                       help='Run the correctness case in this process and print its JSON.')
   parser.add_argument('--image_size', type=int, default=224)
   parser.add_argument('--batch_size', type=int, default=8)
+  parser.add_argument('--parallel_backbones', default=','.join(BACKBONES),
+                      help='The classifier whose pmap and shard_map steps are compared.')
   arguments = parser.parse_args()
   if arguments.correctness:
-    correctness(arguments.image_size, arguments.batch_size)
+    correctness(arguments.image_size, arguments.batch_size,
+                tuple(arguments.parallel_backbones.split(',')))
     return
   if not arguments.out:
     parser.error('--out is required')

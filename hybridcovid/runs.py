@@ -25,7 +25,8 @@ def setup_jax(config: ml_collections.ConfigDict) -> None:
   if config.deterministic:
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                ' --xla_gpu_deterministic_ops=true')
-  if config.compilation_cache_dir:
+  # JAX's own JAX_COMPILATION_CACHE_DIR, where set, takes precedence.
+  if config.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     jax.config.update('jax_compilation_cache_dir',
                       os.path.expanduser(config.compilation_cache_dir))
   distributed = config.distributed

@@ -1,14 +1,32 @@
-"""Shared fixtures. Variables of a randomly initialised hybrid model are built once."""
+"""Shared fixtures. Variables of a randomly initialised hybrid model are built once.
+
+Every process of the suite (the pytest workers and the programs tests start)
+shares one JAX compilation cache, made here and removed when the suite ends:
+a program several tests compile alike is compiled once, and the user's own
+cache is neither read nor filled.
+"""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Set before JAX is imported; the pytest workers and every program inherit it.
+_OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+if _OWN_CACHE:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='hybridcovid-tests-jax-')
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from hybridcovid import models  # noqa: E402
+
+
+def pytest_unconfigure(config):
+  # The process that made the cache (pytest itself, not a worker) removes it.
+  if _OWN_CACHE and not hasattr(config, 'workerinput'):
+    shutil.rmtree(os.environ.pop('JAX_COMPILATION_CACHE_DIR'), ignore_errors=True)
 
 
 @pytest.fixture(scope='session')
@@ -18,9 +36,14 @@ def small_images() -> np.ndarray:
 
 
 @pytest.fixture(scope='session')
-def hybrid_variables(small_images) -> dict:
-  """Randomly initialised variables of the default hybrid classifier."""
-  return jax.jit(models.HybridClassifier().init)(jax.random.key(0), small_images)
+def hybrid_variables() -> dict:
+  """Randomly initialised variables of the default hybrid classifier.
+
+  Initialised on one 32x32 uint8 image, as a run at that size does: the same
+  program, so the suite compiles it once.
+  """
+  return models.initialize(models.HybridClassifier(), jax.random.key(0),
+                           np.zeros((1, 32, 32, 3), np.uint8))
 
 
 @pytest.fixture(scope='module')

@@ -42,6 +42,7 @@ def test_dry_run_measures_every_case_and_checks_correctness(tmp_path):
     assert features['default_vs_cpu'] == 0.0
     assert 0 < features['default_vs_cpu_xla'] <= 1e-4
   assert correctness['pmap_vs_shard_map_after_3_steps'] <= 1e-5
+  assert correctness['pmap_vs_shard_map_backbones'] == ['resnet50']
   table = (tmp_path / 'gpu_check.md').read_text()
   assert table.startswith('# GPU check (dry run)')
   assert '| hybrid train | 4 | bfloat16 |' in table and '## Correctness' in table

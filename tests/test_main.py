@@ -98,7 +98,7 @@ def test_a_demo_run_says_little_and_compiles_each_step_once(tmp_path):
   assert sum('jit(train_step)' in line for line in compiled) == 1
   assert sum('jit(eval_features_step)' in line for line in compiled) == 1
   lines = [line for line in _console_lines(output)
-           if not re.search(r'(pxla|dispatch)\.py:\d+\]', line)]
+           if not re.search(r'(pxla|dispatch|compiler)\.py:\d+\]', line)]
   # The full demo logs one more line per further epoch.
   assert len(lines) + DEMO_EPOCHS - epochs <= 25, '\n'.join(lines)
   assert lines[0].endswith(f'Config: {tmp_path}/work/config.json')

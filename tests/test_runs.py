@@ -3,6 +3,7 @@ import json
 import os
 import types
 
+import jax
 import pytest
 
 from configs import default
@@ -42,3 +43,22 @@ def test_a_data_error_of_process_0_is_raised_as_it_is(tmp_path):
   config = default.get_config().data  # No data named: loading says how to get some.
   with pytest.raises(sources.DataSourceError, match='--config.data.synthetic=True'):
     runs.load_data(config, str(tmp_path), seed=0)
+
+
+@pytest.mark.parametrize('environment', ['', 'from-environment'])
+def test_the_compilation_cache_is_the_configs_unless_jax_compilation_cache_dir_is_set(
+    tmp_path, monkeypatch, environment):
+  previous = jax.config.jax_compilation_cache_dir
+  if environment:
+    monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / environment))
+  else:
+    monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  config = default.get_config()
+  config.compilation_cache_dir = str(tmp_path / 'from-config')
+  try:
+    runs.setup_jax(config)
+    # Set from the environment, JAX's own setting stays as it was.
+    expected = previous if environment else str(tmp_path / 'from-config')
+    assert jax.config.jax_compilation_cache_dir == expected
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)

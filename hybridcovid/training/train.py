@@ -34,13 +34,9 @@ def initial_variables(config: Any) -> dict:
   """The configured classifier's fresh variables, with its pretrained backbones loaded."""
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.uint8)
-  rng = jax.random.key(config.seed)
-  init = jax.jit(models.create_classifier(
-      config.model, len(classes.of_config(config.data))).init).lower(rng, images)
-  # Initialisation runs once: on CPU, optimising its hundreds of random-number
-  # kernels takes longer than running them unoptimised.
-  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
-  variables = init.compile(compiler_options=options)(rng, images)
+  variables = models.initialize(
+      models.create_classifier(config.model, len(classes.of_config(config.data))),
+      jax.random.key(config.seed), images)
   # Shared flags may name weights for both backbones; a model takes its own.
   pretrained = {name: config.model.pretrained[name] for name in config.model.backbones}
   return convert.load_pretrained(variables, pretrained)
