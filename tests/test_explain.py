@@ -18,6 +18,7 @@ class SmallBackbone(nn.Module):
   axis_name: str | None = None
   batchnorm_momentum: float = 0.99
   conv_impl: str = 'auto'
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, images, train=False):

@@ -13,5 +13,5 @@ from hybridcovid import models  # pylint: disable=wrong-import-position
 
 model = models.HybridClassifier(backbones=('efficientnetb0',))
 images = jnp.zeros((1, 32, 32, 3), jnp.uint8)
-model.apply(model.init(jax.random.key(0), images), images)
+jax.jit(model.apply)(models.initialize(model, jax.random.key(0), images), images)
 assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'

@@ -36,8 +36,9 @@ rng = np.random.default_rng(0)
 # differences between the reductions into large ones.
 images = rng.integers(0, 256, (3, 16, 64, 64, 3), dtype=np.uint8)
 labels = rng.integers(0, 2, (3, 16)).astype(np.int32)
-init = models.initialize(models.HybridClassifier(backbones=('resnet50',), hidden_units=16),
-                         jax.random.key(0), images[0, :1])
+# Fully optimised, as an eager `init` is: the bounds below were set on these values.
+init = jax.jit(models.HybridClassifier(backbones=('resnet50',), hidden_units=16).init)(
+    jax.random.key(0), images[0, :1])
 init = {'params': stable_init.damp_residual_branches(init['params']),
         'batch_stats': init['batch_stats']}
 data_parallel = parallel.DataParallel()
