@@ -6,6 +6,7 @@ validation metric is then evaluated on the test split once, by `evaluate`,
 which writes the report to `WORKDIR/report/`.
 """
 
+import concurrent.futures
 import dataclasses
 import os
 
@@ -133,8 +134,27 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   abstract = train.abstract_train_state(model, optimizer, config.data.image_size,
                                         data_parallel.mesh)
   check_resumable(config, run, workdir)
-  state, previous = _create_state(config, model, optimizer, abstract, data_parallel.mesh, run)
-  state = data_parallel.device_state(state)
+  train_fn = data_parallel.compile_train_step()
+  rng = jax.random.key(config.seed + 1)
+  first_epoch = run.latest_epoch() + 1
+  with concurrent.futures.ThreadPoolExecutor(1) as background:
+    compiling = None
+    if first_epoch <= config.train.epochs:
+      logging.info('Compiling the train step while the model is initialised: a minute or '
+                   'more on a CPU the first time, read from the compilation cache after that.')
+      # Compiling needs only shapes, so it runs beside the initialisation (or
+      # restoring), which compiles too; the first step finds it compiled.
+      first_model = head_only_model if first_epoch <= config.train.head_only_epochs else model
+      compiling = background.submit(
+          lambda: train_fn.lower(
+              data_parallel.abstract_device_state(abstract.replace(apply_fn=first_model.apply)),
+              data_parallel.abstract_device_batch(train.abstract_batch(
+                  config.train.batch_size, config.data.image_size)),
+              rng).compile())
+    state, previous = _create_state(config, model, optimizer, abstract, data_parallel.mesh, run)
+    state = data_parallel.device_state(state)
+    if compiling is not None:
+      compiling.result()
   history = []
   if previous is not None:
     history = previous['history']
@@ -143,14 +163,9 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
                       'resuming with the new one.')
     logging.info('Resuming after epoch %d from %s.', previous['epoch'], workdir)
 
-  train_fn = data_parallel.compile_train_step()
   # The features too, as the final evaluation needs them: one program for both.
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
-  rng = jax.random.key(config.seed + 1)
   summaries = summaries_lib.Summaries(os.path.join(workdir, TENSORBOARD_DIR))
-  if len(history) < config.train.epochs:
-    logging.info('Compiling the train step before the first one: a minute or more on a CPU '
-                 'the first time, read from the compilation cache after that.')
   # Epochs count from 1 here as in every log, checkpoint and report.
   for epoch in range(len(history) + 1, config.train.epochs + 1):
     state = state.replace(apply_fn=(

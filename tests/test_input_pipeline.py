@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hybridcovid.data import input_pipeline, loading
+from hybridcovid.training import train
 import data_trees
 
 
@@ -58,6 +59,10 @@ def test_training_epochs_are_balanced_reproducible_and_drop_the_remainder(loaded
   epoch = list(stream.train_epoch(0))
   assert len(epoch) == 7 and all(b['image'].shape == (8, 32, 32, 3) for b in epoch)
   assert all(b['mask'].all() and np.all(b['weight'] == 1) for b in epoch)
+  # The shapes the train step is compiled for before the first batch arrives.
+  expected = train.abstract_batch(8, 32)
+  assert all({name: (b[name].shape, b[name].dtype) for name in train.BATCH_FIELDS}
+             == {name: (x.shape, x.dtype) for name, x in expected.items()} for b in epoch)
   np.testing.assert_array_equal(epoch[3]['image'], list(stream.train_epoch(0))[3]['image'])
   assert not np.array_equal(epoch[0]['image'], next(iter(stream.train_epoch(1)))['image'])
   train_ids = set(data.split_ids('train').tolist())

@@ -147,6 +147,10 @@ class RunCheckpoints:
     except Exception as error:  # Orbax raises many types for damaged files.
       raise self._damaged_best(step, error) from error
 
+  def latest_epoch(self) -> int:
+    """The epoch of the newest checkpoint, 0 if there is none; it may yet prove unreadable."""
+    return self._latest.latest_step() or 0
+
   def latest_record(self) -> dict:
     """The JSON record of the newest checkpoint, without restoring its state."""
     return self._record(self._latest, self._newest_step(self._latest))

@@ -62,6 +62,23 @@ class DataParallel:
         x.shape[1:], self._replicated,
         [shard.data.reshape(x.shape[1:]) for shard in x.addressable_shards]), state)
 
+  def abstract_device_state(self, abstract: Any) -> Any:
+    """The shapes, dtypes and shardings `device_state` gives a state shaped like `abstract`
+    (`train.abstract_train_state`)."""
+    if self.mode == 'shard_map':
+      return abstract
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct((self.device_count, *x.shape), x.dtype,
+                                                       sharding=self._split), abstract)
+
+  def abstract_device_batch(self, abstract: dict) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes, dtypes and shardings `device_batch` gives a global batch shaped like
+    `abstract` (`train.abstract_batch`)."""
+    def place(x):
+      shape = x.shape if self.mode == 'shard_map' else (
+          self.device_count, x.shape[0] // self.device_count, *x.shape[1:])
+      return jax.ShapeDtypeStruct(shape, x.dtype, sharding=self._split)
+    return {name: place(value) for name, value in abstract.items()}
+
   def device_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """This process's rows of a global batch, split over the devices in this mode's layout."""
     if self.mode == 'pmap':

@@ -71,6 +71,15 @@ def abstract_train_state(model: nn.Module, optimizer: optax.GradientTransformati
   return _replicated_shapes(shapes, mesh)
 
 
+def abstract_batch(batch_size: int, image_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """The shapes and dtypes of a global training batch's `BATCH_FIELDS`, as the input
+  pipeline gives them."""
+  return {'image': jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), jnp.uint8),
+          'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+          'weight': jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+          'mask': jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
+
+
 def abstract_variables(model: nn.Module, image_size: int, mesh: jax.sharding.Mesh) -> dict:
   """The shapes and dtypes of `model`'s 'params' and 'batch_stats', replicated over `mesh`:
   the part of a checkpoint that inference restores."""
