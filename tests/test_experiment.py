@@ -276,6 +276,8 @@ def test_a_short_run_on_real_images_completes_end_to_end_with_xlas_convolutions(
   # What a GPU runs: XLA's convolutions, grouped depthwise convolutions and pooling.
   config.model.backbones = ('resnet50', 'efficientnetb0')
   config.model.conv_impl = 'xla'
+  config.eval.bootstrap_resamples = 50
+  config.eval.gradcam_per_outcome = 1
   result = experiment.train_and_evaluate(config, str(tmp_path / 'work'))
   counts = result['test']['overall']['counts']
   # 1,000 images, 20% of the patients in test, one near duplicate dropped.
