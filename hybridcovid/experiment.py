@@ -27,6 +27,8 @@ from hybridcovid.training import checkpoints, optimizers, parallel, train
 from hybridcovid.training import summaries as summaries_lib
 
 TENSORBOARD_DIR = 'tensorboard'
+_COMPILE_TIME = ('a minute or more on a CPU the first time, read from the compilation cache '
+                 'after that.')
 
 
 class DivergedError(errors.UserError):
@@ -137,11 +139,13 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   train_fn = data_parallel.compile_train_step()
   rng = jax.random.key(config.seed + 1)
   first_epoch = run.latest_epoch() + 1
+  # Across processes, pmap's lowering takes no shapes alone: it compiles at the first step.
+  compile_ahead = first_epoch <= config.train.epochs and (
+      data_parallel.mode == 'shard_map' or jax.process_count() == 1)
   with concurrent.futures.ThreadPoolExecutor(1) as background:
     compiling = None
-    if first_epoch <= config.train.epochs:
-      logging.info('Compiling the train step while the model is initialised: a minute or '
-                   'more on a CPU the first time, read from the compilation cache after that.')
+    if compile_ahead:
+      logging.info('Compiling the train step while the model is initialised: %s', _COMPILE_TIME)
       # Compiling needs only shapes, so it runs beside the initialisation (or
       # restoring), which compiles too; the first step finds it compiled.
       first_model = head_only_model if first_epoch <= config.train.head_only_epochs else model
@@ -154,7 +158,12 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
     state, previous = _create_state(config, model, optimizer, abstract, data_parallel.mesh, run)
     state = data_parallel.device_state(state)
     if compiling is not None:
-      compiling.result()
+      try:
+        compiling.result()
+      except Exception as error:  # pylint: disable=broad-except
+        # Only time is lost: the first step compiles it, or says what is wrong.
+        logging.warning('Compiling the train step ahead failed (%s); the first step '
+                        'compiles it.', error)
   history = []
   if previous is not None:
     history = previous['history']
@@ -166,6 +175,11 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   # The features too, as the final evaluation needs them: one program for both.
   eval_fn = data_parallel.compile_eval_step(train.eval_features_step)
   summaries = summaries_lib.Summaries(os.path.join(workdir, TENSORBOARD_DIR))
+  # Not compiled ahead, or for another epoch (the newest checkpoint was damaged, and
+  # training resumes before it).
+  if len(history) < config.train.epochs and (not compile_ahead
+                                             or len(history) + 1 != first_epoch):
+    logging.info('Compiling the train step before the first one: %s', _COMPILE_TIME)
   # Epochs count from 1 here as in every log, checkpoint and report.
   for epoch in range(len(history) + 1, config.train.epochs + 1):
     state = state.replace(apply_fn=(
