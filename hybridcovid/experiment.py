@@ -145,7 +145,8 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   with concurrent.futures.ThreadPoolExecutor(1) as background:
     compiling = None
     if compile_ahead:
-      logging.info('Compiling the train step while the model is initialised: %s', _COMPILE_TIME)
+      logging.info('Compiling the train step while the state is initialised or restored: %s',
+                   _COMPILE_TIME)
       # Compiling needs only shapes, so it runs beside the initialisation (or
       # restoring), which compiles too; the first step finds it compiled.
       first_model = head_only_model if first_epoch <= config.train.head_only_epochs else model
